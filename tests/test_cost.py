@@ -1,0 +1,104 @@
+"""The cost model against counts worked out by hand for the baselines."""
+
+import pytest
+
+from search_space import PRESETS, ArchSpec, baseline, cost
+from search_space.cost import expert_choice_capacity, token_choice_capacity
+
+PROXY = PRESETS["proxy-cpu"]
+# proxy-cpu baselines: d=128, rmsnorm, attention 4 heads x 32, FFN/MoE hidden 512 GEGLU,
+# 8 experts, byte vocabulary, sequence 128, the block stacked twice, tied embeddings.
+D, V, T, H, E, R = 128, 256, 128, 512, 8, 2
+NORM = D
+ATTN = NORM + 4 * D * (4 * 32)
+FFN = NORM + 3 * D * H
+EXPERT = 3 * D * H
+MOE = NORM + D * E + E * EXPERT
+OUTSIDE = V * D + NORM  # tied embedding, final norm
+
+
+def test_dense_baseline_by_hand():
+    report = cost(baseline("dense", PROXY))
+    assert report.params_per_block == 4 * (ATTN + FFN)
+    assert report.params_total == OUTSIDE + R * 4 * (ATTN + FFN) == 2_132_096
+    assert report.params_activated == report.params_total
+    attn_flops = 2 * 4 * D * 128 + 4 * T * 128
+    ffn_flops = 2 * 3 * D * H
+    assert report.flops_per_token == R * 4 * (attn_flops + ffn_flops) + 2 * D * V
+    assert report.train_flops_per_token == 3 * report.flops_per_token
+
+
+@pytest.mark.parametrize(
+    ("name", "experts_used", "experts_computed"),
+    [("glam", 2, 4), ("switch", 1, 1), ("glam-ec", 2, 2)],  # top-2 c=2, top-1 c=1, EC c=2
+)
+def test_moe_baselines_by_hand(name, experts_used, experts_computed):
+    report = cost(baseline(name, PROXY))
+    block = 2 * (2 * ATTN + FFN + MOE)
+    assert report.params_total == OUTSIDE + R * block
+    activated_moe = NORM + D * E + experts_used * EXPERT
+    assert report.params_activated == OUTSIDE + R * 2 * (2 * ATTN + FFN + activated_moe)
+    moe = report.layers[3]
+    assert moe.kind == "moe"
+    assert moe.flops_per_token == 2 * D * E + experts_computed * 2 * EXPERT
+
+
+def test_untied_head_learned_positions_layernorm_and_plain_activation():
+    spec = ArchSpec.model_validate(
+        {
+            "block": {
+                "d_model": 64,
+                "norm": "layernorm",
+                "layers": [
+                    {"kind": "attention", "heads": 3, "head_dim": 16},
+                    {"kind": "ffn", "hidden": 100, "activation": "relu"},
+                    {
+                        "kind": "moe",
+                        "hidden": 50,
+                        "num_experts": 4,
+                        "gating": "expert_choice",
+                        "capacity_factor": 1.5,
+                        "activation": "squared_relu",
+                    },
+                ],
+            },
+            "repeats": 3,
+            "vocab_size": 1000,
+            "seq_len": 32,
+            "tied_embeddings": False,
+            "positions": "learned",
+        }
+    )
+    d = 64
+    ln = 2 * d
+    attn = ln + 4 * d * 48
+    ffn = ln + 2 * d * 100
+    moe = ln + d * 4 + 4 * 2 * d * 50
+    outside = 1000 * d + 32 * d + d * 1000 + ln
+    report = cost(spec)
+    assert report.params_total == outside + 3 * (attn + ffn + moe)
+    assert report.params_embedding == 1000 * d + 32 * d + d * 1000
+    moe_activated = ln + d * 4 + round(1.5 * 2 * d * 50)
+    assert report.params_activated == outside + 3 * (attn + ffn + moe_activated)
+
+
+def test_paper_dense_baseline_by_hand():
+    # d=768, 12 heads x 64, FFN 3072 GEGLU, (attn, ffn) x 4 per block, 3 blocks, vocab 32k.
+    d = 768
+    block = 4 * ((d + 4 * d * 768) + (d + 3 * d * 3072))
+    assert cost(baseline("dense", PRESETS["paper"])).params_total == 32_000 * d + d + 3 * block
+
+
+def test_capacity_formulas():
+    assert token_choice_capacity(tokens=128, num_experts=8, top_k=2, capacity=1.0) == 32
+    assert token_choice_capacity(tokens=100, num_experts=8, top_k=2, capacity=1.0) == 25
+    assert token_choice_capacity(tokens=10, num_experts=3, top_k=1, capacity=1.0) == 4
+    assert token_choice_capacity(tokens=8, num_experts=2, top_k=2, capacity=4.0) == 8  # capped
+    assert expert_choice_capacity(tokens=16, num_experts=8, capacity=2.0) == 4
+    assert expert_choice_capacity(tokens=5, num_experts=8, capacity=1.0) == 1
+
+
+def test_activation_memory_grows_with_width():
+    small = cost(baseline("dense", PROXY)).activation_bytes_per_sequence
+    wide = cost(baseline("dense", PROXY.override({"d_model": [192]}))).activation_bytes_per_sequence
+    assert 0 < small < wide
