@@ -168,9 +168,10 @@ PAPER = SearchSpace(
 )
 
 PROXY_CPU = PAPER.override(
-    # The same structure scaled so a trial trains meaningfully in 10-60 s on 2 CPU cores:
-    # byte-level vocabulary, short sequences, narrow layers, 8 experts, blocks of 2..8
-    # sub-layers stacked twice (the paper's blocks have 8).
+    # The same structure scaled so a trial trains meaningfully in 10-60 s on 2 CPU cores
+    # (measured: the dense baseline steps in ~100 ms at batch 16, so a 30 s trial makes ~300
+    # steps): byte-level vocabulary, sequences of 64, narrow layers, 8 experts, one block of
+    # 2..8 sub-layers (the paper's have 8, stacked 3 times).
     {
         "name": "proxy-cpu",
         "d_model": [96, 128, 160, 192],
@@ -180,9 +181,9 @@ PROXY_CPU = PAPER.override(
         "ffn_hidden": [192, 256, 384, 512],
         "moe_hidden": [192, 256, 384, 512],
         "num_experts": [8],
-        "repeats": [2],
+        "repeats": [1],
         "vocab_size": 256,
-        "seq_len": 128,
+        "seq_len": 64,
     }
 )
 

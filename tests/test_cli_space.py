@@ -56,11 +56,16 @@ def test_baseline_then_scale(tmp_path):
 @pytest.mark.parametrize(
     ("content", "field"),
     [
-        ('{"block": {"d_model": 128, "norm": "rmsnorm", "layers": []}, "repeats": 1, '
-         '"vocab_size": 256, "seq_len": 8}', "block.layers"),
-        ('{"block": {"d_model": 128, "norm": "rmsnorm", "layers": [{"kind": "attention", '
-         '"heads": 0, "head_dim": 8}]}, "repeats": 1, "vocab_size": 256, "seq_len": 8}',
-         "block.layers.0.attention.heads"),
+        (
+            '{"block": {"d_model": 128, "norm": "rmsnorm", "layers": []}, "repeats": 1, '
+            '"vocab_size": 256, "seq_len": 8}',
+            "block.layers",
+        ),
+        (
+            '{"block": {"d_model": 128, "norm": "rmsnorm", "layers": [{"kind": "attention", '
+            '"heads": 0, "head_dim": 8}]}, "repeats": 1, "vocab_size": 256, "seq_len": 8}',
+            "block.layers.0.attention.heads",
+        ),
         ("not json", "invalid spec"),
     ],
 )

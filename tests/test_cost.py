@@ -7,8 +7,8 @@ from search_space.cost import expert_choice_capacity, token_choice_capacity
 
 PROXY = PRESETS["proxy-cpu"]
 # proxy-cpu baselines: d=128, rmsnorm, attention 4 heads x 32, FFN/MoE hidden 512 GEGLU,
-# 8 experts, byte vocabulary, sequence 128, the block stacked twice, tied embeddings.
-D, V, T, H, E, R = 128, 256, 128, 512, 8, 2
+# 8 experts, byte vocabulary, sequence 64, one block, tied embeddings.
+D, V, T, H, E, R = 128, 256, 64, 512, 8, 1
 NORM = D
 ATTN = NORM + 4 * D * (4 * 32)
 FFN = NORM + 3 * D * H
@@ -20,7 +20,7 @@ OUTSIDE = V * D + NORM  # tied embedding, final norm
 def test_dense_baseline_by_hand():
     report = cost(baseline("dense", PROXY))
     assert report.params_per_block == 4 * (ATTN + FFN)
-    assert report.params_total == OUTSIDE + R * 4 * (ATTN + FFN) == 2_132_096
+    assert report.params_total == OUTSIDE + R * 4 * (ATTN + FFN) == 1_082_496
     assert report.params_activated == report.params_total
     attn_flops = 2 * 4 * D * 128 + 4 * T * 128
     ffn_flops = 2 * 3 * D * H

@@ -25,9 +25,9 @@ GOOD = {
             },
         ],
     },
-    "repeats": 2,
+    "repeats": 1,
     "vocab_size": 256,
-    "seq_len": 128,
+    "seq_len": 64,
 }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from api.cli.space import demo, space_app
+from api.cli.train import train_proxy_cmd
 
 app = typer.Typer(
     name="nas",
@@ -14,6 +15,7 @@ app = typer.Typer(
 )
 app.add_typer(space_app, name="space")
 app.command("demo")(demo)
+app.command("train-proxy")(train_proxy_cmd)
 
 
 def main() -> None:

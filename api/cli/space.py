@@ -56,7 +56,7 @@ def load_spec(path: Path) -> ArchSpec:
     raise AssertionError("unreachable")
 
 
-def _preset(name: str):
+def preset_or_fail(name: str):
     try:
         return get_preset(name)
     except ValueError as exc:
@@ -90,7 +90,7 @@ def sample_cmd(
     seed: Annotated[int, typer.Option(min=0, help="Random seed.")] = 0,
 ) -> None:
     """Print N random specs of a preset, one JSON object per line."""
-    space = _preset(preset)
+    space = preset_or_fail(preset)
     rng = np.random.default_rng(seed)
     for _ in range(n):
         typer.echo(sample(space, rng).to_json())
@@ -104,7 +104,7 @@ def baseline_cmd(
     """Print a baseline block (dense, GLaM, Switch, GLaM with expert choice) as JSON."""
     if name not in BASELINES:
         fail(f"name: unknown baseline {name!r} (known: {', '.join(BASELINES)})")
-    typer.echo(baseline(name, _preset(preset)).to_json())
+    typer.echo(baseline(name, preset_or_fail(preset)).to_json())
 
 
 @space_app.command("cost")

@@ -1,0 +1,35 @@
+"""`nas train-proxy` as a user runs it."""
+
+import json
+
+from test_cli_space import nas
+
+from search_space import baseline
+
+
+def test_train_proxy_baseline_prints_the_result(shakespeare):
+    out = nas("train-proxy", "--baseline", "switch", "--budget", "1", "--data", shakespeare)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["status"] == "ok" and result["steps"] > 0
+    assert result["params_total"] > 0 and result["val_loss"] > 0
+
+
+def test_train_proxy_spec_file(tmp_path, shakespeare):
+    path = tmp_path / "ec.json"
+    path.write_text(baseline("glam-ec").to_json())
+    out = nas(
+        "train-proxy", str(path), "--budget", "0.5", "--data", shakespeare, "--batch-size", "8"
+    )
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["status"] == "ok"
+
+
+def test_train_proxy_bad_inputs_name_the_option(tmp_path):
+    missing = nas("train-proxy", "--baseline", "dense", "--data", f"text:{tmp_path}/none.txt")
+    assert missing.returncode == 2 and "--data" in missing.stderr
+    assert "does not exist" in missing.stderr
+    both = nas("train-proxy", "--baseline", "nope")
+    assert both.returncode == 2 and "--baseline" in both.stderr
+    neither = nas("train-proxy")
+    assert neither.returncode == 2 and "SPEC_FILE or --baseline" in neither.stderr

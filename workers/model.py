@@ -1,0 +1,269 @@
+"""The proxy language model: a Flax NNX decoder built from an `ArchSpec`.
+
+Embedding, the block's pre-norm residual sub-layers stacked `repeats` times (weights not
+shared), a final norm and a tied or untied head. Parameter counts follow the conventions
+fixed in `search_space.specs` and equal `search_space.cost` exactly.
+
+Mixture-of-experts routing (router in float32), all causal in a decoder:
+- Token choice (top-1 / top-2) routes within each sequence. Capacity slots are assigned in
+  position order, both choices of token t before any choice of token t+1, so whether a token
+  is dropped depends only on earlier tokens. GShard's "all first choices, then all second
+  choices" would let later tokens evict earlier ones: a leak. Load-balancing loss
+  (E * sum_e f_e * P_e, weight 0.01) and router z-loss (weight 0.001) join the training loss.
+- Expert choice: at each position, every expert picks its top ceil(B * c / E) tokens among
+  the B tokens at that position across the batch, so outputs at position t depend only on
+  tokens at position t (of all sequences) and earlier. It needs B * c >= E; below that
+  (batch size 1 in particular, as in the exported model) the layer routes by token choice
+  top-k with k = round(c) (at least 1) and no capacity limit, using the same router.
+
+Dispatch is gather-based: tokens are gathered into one [experts, slots, d] buffer that the
+experts process as a single batched matmul, and outputs are gathered (token choice) or
+segment-summed (expert choice) back. No one-hot dispatch tensors of tokens x slots.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from search_space.cost import expert_choice_capacity, token_choice_capacity
+from search_space.specs import GATED_ACTIVATIONS, ArchSpec, AttentionSpec, FFNSpec, MoESpec
+
+LOAD_BALANCE_WEIGHT = 0.01
+Z_LOSS_WEIGHT = 1e-3
+EMBED_STD = 0.02
+ROPE_BASE = 10_000.0
+
+Aux = dict[str, Any]
+
+_ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "relu": jax.nn.relu,
+    "gelu": jax.nn.gelu,
+    "squared_relu": lambda x: jnp.square(jax.nn.relu(x)),
+    "reglu": jax.nn.relu,
+    "geglu": jax.nn.gelu,
+    "swiglu": jax.nn.silu,
+}
+
+
+def activate(h: jax.Array, activation: str) -> jax.Array:
+    """Apply the activation; gated ones split `h` into (gate, up) halves."""
+    fn = _ACTIVATIONS[activation]
+    if activation in GATED_ACTIVATIONS:
+        gate, up = jnp.split(h, 2, axis=-1)
+        return fn(gate) * up
+    return fn(h)
+
+
+def make_norm(norm: str, d: int, rngs: nnx.Rngs) -> nnx.Module:
+    if norm == "layernorm":
+        return nnx.LayerNorm(d, rngs=rngs)
+    return nnx.RMSNorm(d, rngs=rngs)
+
+
+def rotary(x: jax.Array) -> jax.Array:
+    """Rotary position embedding over the last axis of x: [B, T, heads, head_dim]."""
+    t, head_dim = x.shape[1], x.shape[-1]
+    half = head_dim // 2
+    freqs = ROPE_BASE ** (-jnp.arange(half, dtype=jnp.float32) / max(half, 1))
+    angles = jnp.arange(t, dtype=jnp.float32)[:, None] * freqs[None, :]
+    sin, cos = jnp.sin(angles)[None, :, None, :], jnp.cos(angles)[None, :, None, :]
+    x1, x2, rest = x[..., :half], x[..., half : 2 * half], x[..., 2 * half :]
+    rotated = [x1 * cos - x2 * sin, x2 * cos + x1 * sin, rest]
+    return jnp.concatenate(rotated, axis=-1).astype(x.dtype)
+
+
+class Attention(nnx.Module):
+    def __init__(self, d: int, spec: AttentionSpec, use_rotary: bool, rngs: nnx.Rngs):
+        self.heads, self.head_dim, self.use_rotary = spec.heads, spec.head_dim, use_rotary
+        self.qkv = nnx.Linear(d, 3 * spec.inner, use_bias=False, rngs=rngs)
+        self.out = nnx.Linear(spec.inner, d, use_bias=False, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> tuple[jax.Array, Aux]:
+        b, t, _ = x.shape
+        qkv = self.qkv(x).reshape(b, t, 3, self.heads, self.head_dim)
+        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+        if self.use_rotary:
+            q, k = rotary(q), rotary(k)
+        y = jax.nn.dot_product_attention(q, k, v, is_causal=True)
+        return self.out(y.reshape(b, t, self.heads * self.head_dim)), {}
+
+
+class FeedForward(nnx.Module):
+    def __init__(self, d: int, spec: FFNSpec, rngs: nnx.Rngs):
+        self.activation = spec.activation
+        width = 2 * spec.hidden if spec.activation in GATED_ACTIVATIONS else spec.hidden
+        self.up = nnx.Linear(d, width, use_bias=False, rngs=rngs)
+        self.down = nnx.Linear(spec.hidden, d, use_bias=False, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> tuple[jax.Array, Aux]:
+        return self.down(activate(self.up(x), self.activation)), {}
+
+
+class MoE(nnx.Module):
+    """Mixture of experts; see the module docstring for the routing rules."""
+
+    def __init__(self, d: int, spec: MoESpec, rngs: nnx.Rngs):
+        self.spec = spec
+        e, h = spec.num_experts, spec.hidden
+        width = 2 * h if spec.activation in GATED_ACTIVATIONS else h
+        init = nnx.initializers.lecun_normal(in_axis=-2, out_axis=-1, batch_axis=(0,))
+        self.router = nnx.Param(nnx.initializers.lecun_normal()(rngs.params(), (d, e)))
+        self.w_up = nnx.Param(init(rngs.params(), (e, d, width)))
+        self.w_down = nnx.Param(init(rngs.params(), (e, h, d)))
+
+    def experts(self, x: jax.Array) -> jax.Array:
+        """x: [experts, slots, d] -> [experts, slots, d], one batched matmul per projection."""
+        h = jnp.einsum("esd,edh->esh", x, self.w_up[...])
+        return jnp.einsum("esh,ehd->esd", activate(h, self.spec.activation), self.w_down[...])
+
+    def __call__(self, x: jax.Array) -> tuple[jax.Array, Aux]:
+        b, t, d = x.shape
+        e = self.spec.num_experts
+        logits = jnp.einsum("btd,de->bte", x.astype(jnp.float32), self.router[...])
+        probs = jax.nn.softmax(logits, axis=-1)
+        entropy = -jnp.sum(probs * jnp.log(probs + 1e-9), axis=-1).mean()
+        if self.spec.gating == "expert_choice" and b * self.spec.capacity_factor >= e:
+            y, stats = self._expert_choice(x, probs)
+        else:
+            if self.spec.gating == "expert_choice":  # batch too small to let experts choose
+                k, capacity = min(e, max(1, round(self.spec.capacity_factor))), t
+            else:
+                k = min(e, self.spec.top_k)
+                capacity = token_choice_capacity(t, e, k, self.spec.capacity_factor)
+            y, stats = self._token_choice(x, probs, k, capacity)
+            if self.spec.gating != "expert_choice":
+                z_loss = jnp.mean(jnp.square(jax.nn.logsumexp(logits, axis=-1)))
+                stats["aux_loss"] = (
+                    LOAD_BALANCE_WEIGHT * stats.pop("balance") + Z_LOSS_WEIGHT * z_loss
+                )
+        stats.pop("balance", None)
+        stats["router_entropy"] = entropy
+        return y.reshape(b, t, d).astype(x.dtype), stats
+
+    def _token_choice(
+        self, x: jax.Array, probs: jax.Array, k: int, capacity: int
+    ) -> tuple[jax.Array, Aux]:
+        b, t, d = x.shape
+        e = probs.shape[-1]
+        gates, choice = jax.lax.top_k(probs, k)  # [B, T, k]
+        if k > 1:
+            gates = gates / jnp.sum(gates, axis=-1, keepdims=True)
+        # Slots in position order: flatten (t, choice) so token t's choices precede t+1's.
+        flat = choice.reshape(b, t * k)
+        onehot = jax.nn.one_hot(flat, e, dtype=jnp.int32)  # [B, T*k, E]
+        position = jnp.sum((jnp.cumsum(onehot, axis=1) - 1) * onehot, axis=-1)
+        keep = position < capacity
+        # Buffer rows ordered (expert, sequence, slot); row e*B*C + b*C + pos, or the
+        # trailing drop row.
+        n_rows = e * b * capacity
+        seq = jnp.arange(b)[:, None]
+        row = jnp.where(keep, flat * (b * capacity) + seq * capacity + position, n_rows)
+        token = jnp.broadcast_to(seq * t + jnp.arange(t * k)[None, :] // k, (b, t * k))
+        source = jnp.full((n_rows + 1,), b * t, dtype=jnp.int32)
+        source = source.at[row.reshape(-1)].set(token.reshape(-1).astype(jnp.int32))
+        x_rows = jnp.concatenate([x.reshape(b * t, d), jnp.zeros((1, d), x.dtype)])
+        expert_in = x_rows[source[:n_rows]].reshape(e, b * capacity, d)
+        expert_out = self.experts(expert_in).reshape(n_rows, d)
+        out_rows = jnp.concatenate([expert_out, jnp.zeros((1, d), expert_out.dtype)])
+        picked = out_rows[row].reshape(b, t, k, d)
+        weights = (gates * keep.reshape(b, t, k)).astype(x.dtype)
+        y = jnp.einsum("btk,btkd->btd", weights, picked)
+        routed = onehot.reshape(b * t * k, e)
+        kept = routed * keep.reshape(-1, 1)
+        fraction = routed.sum(axis=0) / routed.sum()  # dispatch fraction before capacity
+        stats = {
+            "balance": e * jnp.sum(fraction * probs.reshape(-1, e).mean(axis=0)),
+            "expert_load": kept.sum(axis=0) / jnp.maximum(kept.sum(), 1),
+            "drop_fraction": 1.0 - keep.mean(),
+        }
+        return y, stats
+
+    def _expert_choice(self, x: jax.Array, probs: jax.Array) -> tuple[jax.Array, Aux]:
+        b, t, d = x.shape
+        e = probs.shape[-1]
+        capacity = expert_choice_capacity(b, e, self.spec.capacity_factor)
+        # For each position and expert, the top `capacity` sequences at that position.
+        gates, picked = jax.lax.top_k(jnp.transpose(probs, (2, 1, 0)), capacity)  # [E, T, C]
+        token = picked * t + jnp.arange(t)[None, :, None]  # row in the flattened [B*T, d]
+        expert_in = x.reshape(b * t, d)[token.reshape(-1)].reshape(e, t * capacity, d)
+        expert_out = self.experts(expert_in).reshape(e * t * capacity, d)
+        weighted = expert_out * gates.reshape(-1, 1).astype(x.dtype)
+        y = jax.ops.segment_sum(weighted, token.reshape(-1), num_segments=b * t)
+        covered = jax.ops.segment_sum(jnp.ones(token.size), token.reshape(-1), num_segments=b * t)
+        stats = {
+            "expert_load": jnp.full((e,), 1.0 / e),
+            "drop_fraction": jnp.mean(covered == 0),
+        }
+        return y, stats
+
+
+class Residual(nnx.Module):
+    """Pre-norm residual sub-layer: x + layer(norm(x))."""
+
+    def __init__(self, layer_spec: Any, d: int, norm: str, use_rotary: bool, rngs: nnx.Rngs):
+        self.norm = make_norm(norm, d, rngs)
+        if isinstance(layer_spec, AttentionSpec):
+            self.layer = Attention(d, layer_spec, use_rotary, rngs)
+        elif isinstance(layer_spec, FFNSpec):
+            self.layer = FeedForward(d, layer_spec, rngs)
+        else:
+            self.layer = MoE(d, layer_spec, rngs)
+
+    def __call__(self, x: jax.Array) -> tuple[jax.Array, Aux]:
+        y, stats = self.layer(self.norm(x))
+        return x + y, stats
+
+
+class ProxyLM(nnx.Module):
+    """Decoder-only LM: tokens [B, T] -> (logits [B, T, V] float32, aux)."""
+
+    def __init__(self, spec: ArchSpec, rngs: nnx.Rngs):
+        self.spec = spec
+        d, block = spec.block.d_model, spec.block
+        embed_init = nnx.initializers.normal(EMBED_STD)
+        self.embed = nnx.Embed(spec.vocab_size, d, embedding_init=embed_init, rngs=rngs)
+        learned = spec.positions == "learned"
+        self.positions = (
+            nnx.Embed(spec.seq_len, d, embedding_init=embed_init, rngs=rngs) if learned else None
+        )
+        self.layers = nnx.List(
+            [
+                Residual(layer, d, block.norm, not learned, rngs)
+                for _ in range(spec.repeats)
+                for layer in block.layers
+            ]
+        )
+        self.final_norm = make_norm(block.norm, d, rngs)
+        self.head = (
+            None
+            if spec.tied_embeddings
+            else nnx.Linear(d, spec.vocab_size, use_bias=False, rngs=rngs)
+        )
+
+    def __call__(self, tokens: jax.Array) -> tuple[jax.Array, Aux]:
+        x = self.embed(tokens)
+        if self.positions is not None:
+            x = x + self.positions(jnp.arange(tokens.shape[1]))[None]
+        aux_loss = jnp.zeros((), jnp.float32)
+        moe_stats = []
+        for layer in self.layers:
+            x, stats = layer(x)
+            if stats:
+                aux_loss = aux_loss + stats.pop("aux_loss", 0.0)
+                moe_stats.append(stats)
+        x = self.final_norm(x)
+        logits = self.embed.attend(x) if self.head is None else self.head(x)
+        return logits.astype(jnp.float32), {"aux_loss": aux_loss, "moe": moe_stats}
+
+
+def build_model(spec: ArchSpec, seed: int = 0) -> ProxyLM:
+    return ProxyLM(spec, nnx.Rngs(params=seed))
+
+
+def count_params(model: nnx.Module) -> int:
+    return sum(leaf.size for leaf in jax.tree.leaves(nnx.state(model, nnx.Param)))
