@@ -84,13 +84,16 @@ class Attention(nnx.Module):
         self.out = nnx.Linear(spec.inner, d, use_bias=False, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> tuple[jax.Array, Aux]:
-        b, t, _ = x.shape
-        qkv = self.qkv(x).reshape(b, t, 3, self.heads, self.head_dim)
+        b, t, d = x.shape
+        qkv = self.qkv(x.reshape(b * t, d)).reshape(b, t, 3, self.heads, self.head_dim)
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
         if self.use_rotary:
             q, k = rotary(q), rotary(k)
-        y = jax.nn.dot_product_attention(q, k, v, is_causal=True)
-        return self.out(y.reshape(b, t, self.heads * self.head_dim)), {}
+        scores = jnp.einsum("bthd,bshd->bhts", q, k) / jnp.sqrt(self.head_dim).astype(q.dtype)
+        causal = jnp.tril(jnp.ones((t, t), dtype=bool))
+        weights = jax.nn.softmax(jnp.where(causal, scores, jnp.finfo(scores.dtype).min), axis=-1)
+        y = jnp.einsum("bhts,bshd->bthd", weights, v)
+        return self.out(y.reshape(b * t, self.heads * self.head_dim)).reshape(b, t, d), {}
 
 
 class FeedForward(nnx.Module):
@@ -101,7 +104,8 @@ class FeedForward(nnx.Module):
         self.down = nnx.Linear(spec.hidden, d, use_bias=False, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> tuple[jax.Array, Aux]:
-        return self.down(activate(self.up(x), self.activation)), {}
+        rows = x.reshape(-1, x.shape[-1])
+        return self.down(activate(self.up(rows), self.activation)).reshape(x.shape), {}
 
 
 class MoE(nnx.Module):
@@ -124,7 +128,8 @@ class MoE(nnx.Module):
     def __call__(self, x: jax.Array) -> tuple[jax.Array, Aux]:
         b, t, d = x.shape
         e = self.spec.num_experts
-        logits = jnp.einsum("btd,de->bte", x.astype(jnp.float32), self.router[...])
+        rows = x.reshape(b * t, d).astype(jnp.float32)
+        logits = (rows @ self.router[...]).reshape(b, t, e)
         probs = jax.nn.softmax(logits, axis=-1)
         entropy = -jnp.sum(probs * jnp.log(probs + 1e-9), axis=-1).mean()
         if self.spec.gating == "expert_choice" and b * self.spec.capacity_factor >= e:
@@ -256,9 +261,11 @@ class ProxyLM(nnx.Module):
             if stats:
                 aux_loss = aux_loss + stats.pop("aux_loss", 0.0)
                 moe_stats.append(stats)
-        x = self.final_norm(x)
-        logits = self.embed.attend(x) if self.head is None else self.head(x)
-        return logits.astype(jnp.float32), {"aux_loss": aux_loss, "moe": moe_stats}
+        b, t, d = x.shape
+        rows = self.final_norm(x).reshape(b * t, d)
+        logits = self.embed.attend(rows) if self.head is None else self.head(rows)
+        aux = {"aux_loss": aux_loss, "moe": moe_stats}
+        return logits.reshape(b, t, -1).astype(jnp.float32), aux
 
 
 def build_model(spec: ArchSpec, seed: int = 0) -> ProxyLM:
