@@ -132,21 +132,21 @@ class MoE(nnx.Module):
         logits = (rows @ self.router[...]).reshape(b, t, e)
         probs = jax.nn.softmax(logits, axis=-1)
         entropy = -jnp.sum(probs * jnp.log(probs + 1e-9), axis=-1).mean()
-        if self.spec.gating == "expert_choice" and b * self.spec.capacity_factor >= e:
-            y, stats = self._expert_choice(x, probs)
-        else:
-            if self.spec.gating == "expert_choice":  # batch too small to let experts choose
-                k, capacity = min(e, max(1, round(self.spec.capacity_factor))), t
-            else:
-                k = min(e, self.spec.top_k)
-                capacity = token_choice_capacity(t, e, k, self.spec.capacity_factor)
-            y, stats = self._token_choice(x, probs, k, capacity)
-            if self.spec.gating != "expert_choice":
-                z_loss = jnp.mean(jnp.square(jax.nn.logsumexp(logits, axis=-1)))
-                stats["aux_loss"] = (
-                    LOAD_BALANCE_WEIGHT * stats.pop("balance") + Z_LOSS_WEIGHT * z_loss
+        spec = self.spec
+        if spec.gating == "expert_choice":
+            if b * spec.capacity_factor >= e:
+                y, stats = self._expert_choice(x, probs)
+            else:  # too few sequences for experts to choose among: top-round(c), no capacity
+                y, stats = self._token_choice(
+                    x, probs, min(e, max(1, round(spec.capacity_factor))), t
                 )
-        stats.pop("balance", None)
+            stats["aux_loss"] = jnp.zeros((), jnp.float32)  # expert choice needs no aux loss
+        else:
+            k = min(e, spec.top_k)
+            capacity = token_choice_capacity(t, e, k, spec.capacity_factor)
+            y, stats = self._token_choice(x, probs, k, capacity)
+            z_loss = jnp.mean(jnp.square(jax.nn.logsumexp(logits, axis=-1)))
+            stats["aux_loss"] = LOAD_BALANCE_WEIGHT * stats["aux_loss"] + Z_LOSS_WEIGHT * z_loss
         stats["router_entropy"] = entropy
         return y.reshape(b, t, d).astype(x.dtype), stats
 
@@ -182,7 +182,8 @@ class MoE(nnx.Module):
         kept = routed * keep.reshape(-1, 1)
         fraction = routed.sum(axis=0) / routed.sum()  # dispatch fraction before capacity
         stats = {
-            "balance": e * jnp.sum(fraction * probs.reshape(-1, e).mean(axis=0)),
+            # load balance E * sum_e f_e * P_e; the caller weights it and adds the z-loss
+            "aux_loss": e * jnp.sum(fraction * probs.reshape(-1, e).mean(axis=0)),
             "expert_load": kept.sum(axis=0) / jnp.maximum(kept.sum(), 1),
             "drop_fraction": 1.0 - keep.mean(),
         }
@@ -259,7 +260,7 @@ class ProxyLM(nnx.Module):
         for layer in self.layers:
             x, stats = layer(x)
             if stats:
-                aux_loss = aux_loss + stats.pop("aux_loss", 0.0)
+                aux_loss = aux_loss + stats.pop("aux_loss")
                 moe_stats.append(stats)
         b, t, d = x.shape
         rows = self.final_norm(x).reshape(b * t, d)

@@ -188,6 +188,7 @@ def train_proxy(
     config = config or TrainConfig()
     dataset = load_dataset(data) if isinstance(data, str) else data
     dataset.check_fits(spec.seq_len)
+    windows = dataset.validation_batches(config.batch_size, spec.seq_len, config.eval_tokens)
     if dataset.vocab_size > spec.vocab_size:
         raise ValueError(
             f"vocab_size: the spec's {spec.vocab_size} is smaller than the dataset's "
@@ -205,6 +206,7 @@ def train_proxy(
             spec,
             budget_s,
             dataset,
+            windows,
             seed,
             config,
             should_stop,
@@ -230,6 +232,7 @@ def _train(
     spec: ArchSpec,
     budget_s: float,
     dataset: Dataset,
+    windows: list[np.ndarray],
     seed: int,
     config: TrainConfig,
     should_stop: Callable[[], bool] | None,
@@ -319,18 +322,17 @@ def _train(
             mfu=train_flops_per_token * tokens_per_s / matmul_peak_flops(),
         )
     if status in ("ok", "pruned"):
-        metrics.update(_evaluate(program, params, dataset, spec, config))
+        metrics.update(_evaluate(program, params, windows, dataset, spec))
         if metrics["val_loss"] is None:
             metrics.update(status="diverged", reason="validation loss is not finite")
     return TrialResult(**metrics)
 
 
 def _evaluate(
-    program: Program, params: Any, dataset: Dataset, spec: ArchSpec, config: TrainConfig
+    program: Program, params: Any, windows: list[np.ndarray], dataset: Dataset, spec: ArchSpec
 ) -> dict[str, Any]:
     """Mean cross-entropy on the job's fixed validation windows, plus MoE statistics."""
     start = time.perf_counter()
-    windows = dataset.validation_batches(config.batch_size, spec.seq_len, config.eval_tokens)
     losses, stats = [], []
     for window in windows:
         loss, moe = program.eval_step(params, jnp.asarray(window))
