@@ -1,5 +1,9 @@
 """Shared test settings and fixtures."""
 
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
@@ -36,3 +40,46 @@ def ray_local():
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+def _postgres_url() -> str:
+    url = os.environ.get("NAS_TEST_POSTGRES_URL")
+    if not url:
+        pytest.skip("NAS_TEST_POSTGRES_URL is not set (CI sets it; e.g. postgresql://...)")
+    return url
+
+
+@contextmanager
+def postgres_schema() -> Iterator[str]:
+    """A throwaway schema on the test PostgreSQL; yields a URL whose search_path is it."""
+    from sqlalchemy import create_engine, text
+
+    from nas_service.db import normalize_url
+
+    base = normalize_url(_postgres_url())
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f"CREATE SCHEMA {schema}"))
+    try:
+        yield f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request, tmp_path):
+    """A migrated, empty database of each kind: SQLite always, PostgreSQL when configured."""
+    from nas_service.db import Database
+
+    with ExitStack() as stack:
+        if request.param == "sqlite":
+            url = f"sqlite:///{tmp_path / 'nas.db'}"
+        else:
+            url = stack.enter_context(postgres_schema())
+        db = Database(url)
+        db.upgrade()
+        stack.callback(db.dispose)
+        yield db

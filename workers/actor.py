@@ -10,6 +10,7 @@ while `run` is busy; the trainer checks the cancel flag between steps.
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import traceback
@@ -93,8 +94,10 @@ class TrialWorker:
             if source not in self._datasets:
                 self._datasets[source] = self._data.load_dataset(source)
             config_fields = dict(request.get("config") or {})
-            if "hurdles" in config_fields:
+            if "hurdles" in config_fields:  # JSON lists back to the frozen config's tuples
                 config_fields["hurdles"] = tuple(tuple(h) for h in config_fields["hurdles"])
+            if "report_fractions" in config_fields:
+                config_fields["report_fractions"] = tuple(config_fields["report_fractions"])
             result = trainer.train_proxy(
                 spec,
                 float(request["budget_s"]),
@@ -117,7 +120,7 @@ class TrialWorker:
 
 def worker_actor(
     slot: int,
-    cpus_per_slot: int = 1,
+    cpus_per_slot: float = 1,
     gpus_per_slot: float = 0,
     resources: dict[str, float] | None = None,
     cache_dir: str | None = None,
@@ -132,4 +135,4 @@ def worker_actor(
         max_restarts=-1,
         **options,
     )
-    return remote.remote(slot, cpus_per_slot, cache_dir)
+    return remote.remote(slot, max(1, math.ceil(cpus_per_slot)), cache_dir)

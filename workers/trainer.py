@@ -30,7 +30,6 @@ from workers.model import build_model
 
 STATUSES = ("ok", "diverged", "pruned", "failed", "cancelled")
 CURVE_POINTS = 100
-REPORT_FRACTIONS = (0.25, 0.5, 1.0)
 
 
 @dataclass(frozen=True)
@@ -49,6 +48,9 @@ class TrainConfig:
     # (fraction of the budget, loss threshold): stop as `pruned` when the smoothed training
     # loss exceeds the threshold once that fraction of the budget is spent.
     hurdles: tuple[tuple[float, float], ...] = ()
+    # Fractions of the budget at which the smoothed training loss is reported (the
+    # controller sets a candidate's hurdle from the baseline's loss at the same fraction).
+    report_fractions: tuple[float, ...] = (0.25, 0.5, 1.0)
 
 
 @dataclass(frozen=True)
@@ -258,7 +260,7 @@ def _train(
     step_times: list[float] = []
     curve: list[tuple[float, float]] = []
     smoothed, smoothed_at = None, {}
-    checkpoints = sorted({*REPORT_FRACTIONS, *(fraction for fraction, _ in config.hurdles)})
+    checkpoints = sorted({*config.report_fractions, *(fraction for fraction, _ in config.hurdles)})
     hurdles = dict(config.hurdles)
     train_s = data_s = 0.0
     status, reason = "ok", None

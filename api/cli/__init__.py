@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from api.cli.runner import runner_cmd
 from api.cli.space import demo, space_app
 from api.cli.train import train_proxy_cmd
 
@@ -16,6 +17,7 @@ app = typer.Typer(
 app.add_typer(space_app, name="space")
 app.command("demo")(demo)
 app.command("train-proxy")(train_proxy_cmd)
+app.command("runner")(runner_cmd)
 
 
 def main() -> None:

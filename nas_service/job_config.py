@@ -1,0 +1,162 @@
+"""The job configuration: one pydantic model for the runner, the API and the CLI's files.
+
+Every number has bounds and every error names its field (e.g. `workers.concurrency`,
+`search_space.overrides.d_model.0`). A minimal file is enough; the rest has defaults:
+
+    name: quick
+    dataset: text:../shared/data/tinyshakespeare.txt
+    search_space: {preset: proxy-cpu}
+    objective: {mode: pareto}
+    trial: {budget_s: 5}
+    limits: {max_trials: 6}
+    workers: {concurrency: 2}
+    seed: 0
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
+
+from search_space import BASELINES, PRESETS, SearchSpace, baseline, get_preset
+
+BaselineName = Literal["dense", "glam", "switch", "glam-ec"]
+assert set(BaselineName.__args__) == set(BASELINES)  # type: ignore[attr-defined]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# Every item of a search space, each optional: per-item errors name the item and index.
+SpaceOverrides = create_model(
+    "SpaceOverrides",
+    __config__=ConfigDict(extra="forbid", frozen=True),
+    **{
+        name: (Annotated[(field.annotation, *field.metadata)] | None, None)
+        for name, field in SearchSpace.model_fields.items()
+        if name != "name"
+    },
+)
+
+
+class SearchSpaceConfig(_Section):
+    preset: Annotated[str, Field(description=f"One of: {', '.join(PRESETS)}.")] = "proxy-cpu"
+    overrides: SpaceOverrides = Field(  # type: ignore[valid-type]
+        default_factory=SpaceOverrides,
+        description="Replace any item of the preset's allowed values.",
+    )
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, preset: str) -> str:
+        get_preset(preset)
+        return preset
+
+    @model_validator(mode="after")
+    def _valid_overrides(self) -> SearchSpaceConfig:
+        self.space()  # raises with the item named (the caller's error carries `overrides.`)
+        return self
+
+    def space(self) -> SearchSpace:
+        return get_preset(self.preset).override(self.overrides.model_dump(exclude_none=True))
+
+
+class ObjectiveConfig(_Section):
+    mode: Literal["pareto", "constrained"] = "pareto"
+    baseline: BaselineName = "glam"
+    max_step_time_ratio: Annotated[float, Field(gt=0, le=100)] = 1.0
+
+
+class TrialConfig(_Section):
+    budget_s: Annotated[float, Field(ge=0.1, le=7 * 24 * 3600)] = 30.0
+    batch_size: Annotated[int, Field(ge=1, le=65_536)] = 16
+    learning_rate: Annotated[float, Field(gt=0, le=1e4)] = 3e-3
+    warmup_steps: Annotated[int, Field(ge=0, le=1_000_000)] = 20
+    weight_decay: Annotated[float, Field(ge=0, le=10)] = 0.1
+    grad_clip: Annotated[float, Field(gt=0, le=1e6)] = 1.0
+    eval_tokens: Annotated[int, Field(ge=1, le=1_000_000_000)] = 32_768
+
+    def trainer_config(self) -> dict[str, Any]:
+        """The TrainConfig fields sent to workers (budget travels separately)."""
+        return self.model_dump(exclude={"budget_s"})
+
+
+class LimitsConfig(_Section):
+    max_trials: Annotated[int, Field(ge=1, le=1_000_000)] = 50
+    max_hours: Annotated[float, Field(gt=0, le=24 * 365)] | None = None
+
+
+class EvolutionConfig(_Section):
+    population_size: Annotated[int, Field(ge=2, le=100_000)] = 20
+    tournament_size: Annotated[int, Field(ge=1, le=100_000)] = 5
+    initial: list[BaselineName] = Field(
+        default_factory=lambda: list(BASELINES),
+        description="Baselines seeded into the initial population (those in the space).",
+    )
+
+    @model_validator(mode="after")
+    def _tournament_fits(self) -> EvolutionConfig:
+        if self.tournament_size > self.population_size:
+            raise ValueError(
+                f"tournament_size ({self.tournament_size}) exceeds population_size "
+                f"({self.population_size})"
+            )
+        return self
+
+
+class HurdleConfig(_Section):
+    enabled: bool = True
+    at_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.25
+    margin: Annotated[float, Field(ge=0, le=10)] = Field(
+        default=0.1,
+        description="Relative: prune when the smoothed loss exceeds the baseline's x (1 + margin).",
+    )
+
+
+class WorkersConfig(_Section):
+    concurrency: Annotated[int, Field(ge=1, le=4096)] = 2
+    cpus_per_trial: Annotated[float, Field(ge=0, le=1024)] = 1.0
+    gpus_per_trial: Annotated[float, Field(ge=0, le=64)] = 0.0
+    resources: dict[
+        Annotated[str, Field(min_length=1, max_length=64)],
+        Annotated[float, Field(ge=0, le=1_000_000)],
+    ] = Field(default_factory=dict, description="Custom Ray resources per trial, e.g. TPU.")
+    max_attempts: Annotated[int, Field(ge=1, le=100)] = 3
+
+
+class JobConfig(_Section):
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    dataset: Annotated[str, Field(min_length=1, max_length=4096)] = Field(
+        description="text:PATH, tokens:PATH or builtin:stdlib; resolved when submitted."
+    )
+    search_space: SearchSpaceConfig = Field(default_factory=SearchSpaceConfig)
+    objective: ObjectiveConfig = Field(default_factory=ObjectiveConfig)
+    trial: TrialConfig = Field(default_factory=TrialConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    evolution: EvolutionConfig = Field(default_factory=EvolutionConfig)
+    hurdle: HurdleConfig = Field(default_factory=HurdleConfig)
+    workers: WorkersConfig = Field(default_factory=WorkersConfig)
+    seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = 0
+
+    @model_validator(mode="after")
+    def _baseline_in_space(self) -> JobConfig:
+        """The objective's baseline joins the population, so mutations must apply to it."""
+        space = self.search_space.space()
+        problems = space.violations(baseline(self.objective.baseline, space))
+        if problems:
+            where = "; ".join(f"{field}: {message}" for field, message in problems)
+            raise ValueError(
+                f"objective.baseline {self.objective.baseline!r} is not in the search space "
+                f"({where}); choose another baseline or widen search_space.overrides"
+            )
+        return self
+
+    @field_validator("dataset")
+    @classmethod
+    def _known_scheme(cls, dataset: str) -> str:
+        scheme, sep, rest = dataset.partition(":")
+        if not sep or scheme not in ("text", "tokens", "builtin") or not rest:
+            raise ValueError("expected text:PATH, tokens:PATH or builtin:stdlib")
+        return dataset

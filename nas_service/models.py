@@ -1,0 +1,176 @@
+"""The database schema (SQLAlchemy 2 typed models). Tables come from Alembic migrations only.
+
+Every field of a trial result is a real column with the trainer's name, so the API can filter
+and sort on any metric; non-finite numbers are stored as NULL with the status saying why.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+JOB_STATUSES = ("queued", "running", "paused", "completed", "failed", "cancelled")
+JOB_ACTIVE = ("queued", "running", "paused")
+CANDIDATE_STATUSES = (
+    "queued",
+    "running",
+    "completed",
+    "failed",
+    "pruned",
+    "diverged",
+    "cancelled",
+)
+CANDIDATE_FINISHED = ("completed", "failed", "pruned", "diverged", "cancelled")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map: ClassVar = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    config: Mapped[dict[str, Any]]
+    status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
+    owner: Mapped[str | None] = mapped_column(String(200))
+    error: Mapped[str | None] = mapped_column(Text)
+    data_checksum: Mapped[str | None] = mapped_column(String(64))
+    runner_id: Mapped[str | None] = mapped_column(String(200))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )
+
+    candidates: Mapped[list[Candidate]] = relationship(
+        back_populates="job", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class Candidate(Base):
+    __tablename__ = "candidates"
+    __table_args__ = (
+        UniqueConstraint("job_id", "spec_hash", name="uq_candidates_job_spec"),
+        UniqueConstraint("job_id", "birth", name="uq_candidates_job_birth"),
+        Index("ix_candidates_job_status", "job_id", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    spec: Mapped[dict[str, Any]]
+    spec_hash: Mapped[str] = mapped_column(String(64), index=True)
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("candidates.id", ondelete="SET NULL"))
+    mutation: Mapped[str] = mapped_column(String(500), default="")
+    birth: Mapped[int] = mapped_column(Integer)
+    is_baseline: Mapped[bool] = mapped_column(Boolean, default=False)
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    feasible: Mapped[bool | None] = mapped_column(Boolean)
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    node_id: Mapped[str | None] = mapped_column(String(64))
+    slot: Mapped[int | None] = mapped_column(Integer)
+    reused_from_id: Mapped[int | None] = mapped_column(
+        ForeignKey("candidates.id", ondelete="SET NULL")
+    )
+    # --- the trainer's result, one column per field -------------------------------------
+    reason: Mapped[str | None] = mapped_column(Text)
+    traceback: Mapped[str | None] = mapped_column(Text)
+    val_loss: Mapped[float | None] = mapped_column(Float)
+    perplexity: Mapped[float | None] = mapped_column(Float)
+    bits_per_byte: Mapped[float | None] = mapped_column(Float)
+    steps: Mapped[int | None] = mapped_column(Integer)
+    tokens: Mapped[int | None] = mapped_column(BigInteger)
+    train_s: Mapped[float | None] = mapped_column(Float)
+    compile_s: Mapped[float | None] = mapped_column(Float)
+    data_s: Mapped[float | None] = mapped_column(Float)
+    eval_s: Mapped[float | None] = mapped_column(Float)
+    step_time_ms: Mapped[float | None] = mapped_column(Float)
+    step_time_p90_ms: Mapped[float | None] = mapped_column(Float)
+    tokens_per_s: Mapped[float | None] = mapped_column(Float)
+    params_total: Mapped[int | None] = mapped_column(BigInteger)
+    params_activated: Mapped[int | None] = mapped_column(BigInteger)
+    flops_per_token: Mapped[int | None] = mapped_column(BigInteger)
+    mfu: Mapped[float | None] = mapped_column(Float)
+    moe: Mapped[list[Any] | None]
+    device: Mapped[dict[str, Any] | None]
+    smoothed_loss_at: Mapped[dict[str, Any] | None]
+    # -------------------------------------------------------------------------------------
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    job: Mapped[Job] = relationship(back_populates="candidates")
+    curve: Mapped[list[CurvePoint]] = relationship(
+        cascade="all, delete-orphan", passive_deletes=True, order_by="CurvePoint.index"
+    )
+
+
+# The trainer's result fields stored as candidate columns (the curve has its own table).
+RESULT_COLUMNS = (
+    "reason",
+    "traceback",
+    "val_loss",
+    "perplexity",
+    "bits_per_byte",
+    "steps",
+    "tokens",
+    "train_s",
+    "compile_s",
+    "data_s",
+    "eval_s",
+    "step_time_ms",
+    "step_time_p90_ms",
+    "tokens_per_s",
+    "params_total",
+    "params_activated",
+    "flops_per_token",
+    "mfu",
+    "moe",
+    "device",
+    "smoothed_loss_at",
+)
+
+
+class CurvePoint(Base):
+    __tablename__ = "curve_points"
+
+    candidate_id: Mapped[int] = mapped_column(
+        ForeignKey("candidates.id", ondelete="CASCADE"), primary_key=True
+    )
+    index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    train_s: Mapped[float] = mapped_column(Float)
+    loss: Mapped[float | None] = mapped_column(Float)
+
+
+class JobEvent(Base):
+    __tablename__ = "job_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    kind: Mapped[str] = mapped_column(String(32))
+    message: Mapped[str] = mapped_column(Text, default="")
+    data: Mapped[dict[str, Any] | None]

@@ -1,0 +1,587 @@
+"""The runner: claims jobs under a lease, proposes candidates, dispatches them to Ray slots,
+and records each result once.
+
+Restart safety comes from the database alone. A job is claimed with a compare-and-set
+UPDATE on (runner_id, lease_expires_at), which works on SQLite (no row locks) and
+PostgreSQL, and the lease is renewed as a heartbeat. When a runner claims a job it rebuilds
+the designer from the job's candidate rows; candidates that were running under a previous
+runner are re-dispatched as a new attempt of the same row (never a second row, never a
+completed result trained again). A report is recorded only if it matches the candidate's
+current attempt and the candidate is still running, so a late or repeated report changes
+nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import UTC, timedelta
+from typing import Any
+
+import ray
+from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayError
+from sqlalchemy import case, func, or_, select, update
+
+from nas_service.db import Database
+from nas_service.designer import (
+    ArchSearchSpace,
+    EvolutionConfig,
+    Proposal,
+    RegularizedEvolution,
+    SearchExhausted,
+    Trial,
+)
+from nas_service.job_config import JobConfig
+from nas_service.models import (
+    CANDIDATE_FINISHED,
+    RESULT_COLUMNS,
+    Candidate,
+    CurvePoint,
+    Job,
+    JobEvent,
+    utcnow,
+)
+from nas_service.settings import Settings, get_settings
+from nas_service.slots import Shape, Slot, SlotPool, shape_of
+from search_space import ArchSpec, baseline
+
+log = logging.getLogger(__name__)
+
+CRASHES = (RayActorError, ActorDiedError, ActorUnavailableError)
+TRAINER_STATUS = {"ok": "completed"}  # the trainer's other statuses are candidate statuses
+
+
+@dataclass
+class InFlight:
+    job_id: int
+    candidate_id: int
+    attempt: int
+    slot: Slot
+    shape: Shape
+
+
+@dataclass
+class JobState:
+    """What the runner keeps in memory about a job it owns (rebuilt from rows on claim)."""
+
+    id: int
+    config: JobConfig
+    designer: RegularizedEvolution
+    status: str
+    started: float
+    created: int  # candidate rows written so far
+    baseline_id: int | None = None
+    baseline: dict[str, Any] | None = None  # the baseline's finished row, once there is one
+    keys: dict[int, str] = field(default_factory=dict)  # candidate id -> spec hash
+    retry: deque[int] = field(default_factory=deque)  # candidate ids to (re)dispatch
+    in_flight: int = 0
+    exhausted: bool = False
+
+    @property
+    def shape(self) -> Shape:
+        w = self.config.workers
+        return shape_of(w.cpus_per_trial, w.gpus_per_trial, w.resources)
+
+
+def objectives(config: JobConfig, row: dict[str, Any]) -> tuple[float, float] | None:
+    """(quality, cost) for the designer: perplexity (pareto) or validation loss
+    (constrained) against step time; None when the trial produced no usable metrics."""
+    quality = row["perplexity"] if config.objective.mode == "pareto" else row["val_loss"]
+    if row["status"] != "completed" or quality is None or row["step_time_ms"] is None:
+        return None
+    return (quality, row["step_time_ms"])
+
+
+class Runner:
+    def __init__(self, settings: Settings | None = None, db: Database | None = None):
+        self.settings = settings or get_settings()
+        self.db = db or Database(self.settings.resolved_database_url)
+        self.id = self.settings.runner_id
+        self.jobs: dict[int, JobState] = {}
+        self.pools: dict[Shape, SlotPool] = {}
+        self.in_flight: dict[Any, InFlight] = {}
+        self._next_slot = 0
+        self._last_heartbeat = 0.0
+        self._last_claim = 0.0
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.db.upgrade()
+        if not ray.is_initialized():
+            ray.init(
+                address=self.settings.ray_address, include_dashboard=False, log_to_driver=False
+            )
+
+    def run(self, stop: threading.Event, until_idle: bool = False) -> None:
+        """Loop until `stop` is set (or, with `until_idle`, until no job is queued or running)."""
+        self.start()
+        try:
+            while not stop.is_set():
+                busy = self.step()
+                if until_idle and not self.jobs and not self._unfinished():
+                    break
+                if not busy:
+                    stop.wait(self.settings.poll_s)
+        finally:
+            self.shutdown()
+
+    def shutdown(self) -> None:
+        for pool in self.pools.values():
+            pool.shutdown()
+        self.pools.clear()
+
+    def step(self) -> bool:
+        now = time.monotonic()
+        if now - self._last_heartbeat >= self.settings.heartbeat_s:
+            self._heartbeat()
+            self._sync_statuses()
+            self._last_heartbeat = now
+        if now - self._last_claim >= min(1.0, self.settings.heartbeat_s):
+            self._claim()
+            self._sync_statuses()
+            self._last_claim = now
+        dispatched = self._dispatch()
+        collected = self._collect()
+        self._finish_jobs()
+        return bool(dispatched or collected)
+
+    # --- leases ---------------------------------------------------------------------------
+
+    def _claimable_clause(self, now: Any) -> Any:
+        return (
+            Job.status.in_(("queued", "running", "paused")),
+            or_(Job.runner_id.is_(None), Job.runner_id == self.id, Job.lease_expires_at < now),
+        )
+
+    def _unfinished(self) -> bool:
+        """Any job queued or running, by whichever runner (it may be ours once its lease ends)."""
+        with self.db.sessions() as session:
+            active = Job.status.in_(("queued", "running"))
+            return session.scalar(select(func.count()).select_from(Job).where(active)) > 0
+
+    def _claim(self) -> None:
+        now = utcnow()
+        with self.db.sessions() as session:
+            ids = session.scalars(select(Job.id).where(*self._claimable_clause(now))).all()
+        for job_id in ids:
+            if job_id in self.jobs:
+                continue
+            with self.db.transaction() as session:
+                claimed = session.execute(
+                    update(Job)
+                    .where(Job.id == job_id, *self._claimable_clause(now))
+                    .values(
+                        runner_id=self.id,
+                        lease_expires_at=now + timedelta(seconds=self.settings.lease_s),
+                        status=case((Job.status == "queued", "running"), else_=Job.status),
+                        started_at=func.coalesce(Job.started_at, now),
+                    )
+                ).rowcount
+            if claimed:
+                self._adopt(job_id)
+
+    def _heartbeat(self) -> None:
+        if not self.jobs:
+            return
+        expires = utcnow() + timedelta(seconds=self.settings.lease_s)
+        for job_id in list(self.jobs):
+            with self.db.transaction() as session:
+                renewed = session.execute(
+                    update(Job)
+                    .where(Job.id == job_id, Job.runner_id == self.id)
+                    .values(lease_expires_at=expires)
+                ).rowcount
+            if not renewed:  # another runner took it over: its reports win from now on
+                log.warning("lost the lease of job %s", job_id)
+                self._drop(job_id)
+
+    def _sync_statuses(self) -> None:
+        """Pick up pause / resume / cancel requests written by the API."""
+        if not self.jobs:
+            return
+        with self.db.sessions() as session:
+            rows = session.execute(select(Job.id, Job.status).where(Job.id.in_(self.jobs))).all()
+        for job_id, status in rows:
+            state = self.jobs[job_id]
+            if status == "cancelled" and state.status != "cancelled":
+                self._cancel_in_flight(job_id)
+            state.status = status
+
+    # --- adopting a job: the designer rebuilt from rows -------------------------------------
+
+    def _adopt(self, job_id: int) -> None:
+        with self.db.transaction() as session:
+            job = session.get(Job, job_id)
+            config = JobConfig.model_validate(job.config)
+            # Trials interrupted under a previous runner go back to the queue (same row).
+            session.execute(
+                update(Candidate)
+                .where(Candidate.job_id == job_id, Candidate.status == "running")
+                .values(status="queued")
+            )
+            rows = session.scalars(
+                select(Candidate).where(Candidate.job_id == job_id).order_by(Candidate.birth)
+            ).all()
+            status = job.status
+            elapsed = (utcnow() - _aware(job.started_at)).total_seconds()
+        space = config.search_space.space()
+        evolution = EvolutionConfig(
+            population_size=config.evolution.population_size,
+            tournament_size=config.evolution.tournament_size,
+            mode=config.objective.mode,
+            seed=config.seed,
+        )
+        keys = {row.id: row.spec_hash for row in rows}
+        trials = [
+            Trial(
+                key=row.spec_hash,
+                spec=ArchSpec.model_validate(row.spec),
+                birth=row.birth,
+                objectives=objectives(config, _row(row)),
+                feasible=row.feasible is not False,
+                parent=keys.get(row.parent_id) if row.parent_id else None,
+                mutation=row.mutation,
+            )
+            for row in rows
+        ]
+        designer = RegularizedEvolution.from_trials(
+            ArchSearchSpace(space), evolution, trials, initial=self._initial(config)
+        )
+        state = JobState(
+            id=job_id,
+            config=config,
+            designer=designer,
+            status=status,
+            started=time.monotonic() - elapsed,
+            created=len(rows),
+            keys=keys,
+        )
+        for row in rows:
+            if row.is_baseline:
+                state.baseline_id = row.id
+                if row.status in CANDIDATE_FINISHED:
+                    state.baseline = _row(row)
+            if row.status == "queued":
+                state.retry.append(row.id)
+        self.jobs[job_id] = state
+        self._event(job_id, "job", "claimed", {"runner": self.id, "candidates": len(rows)})
+
+    def _initial(self, config: JobConfig) -> list[ArchSpec]:
+        """The objective's baseline first (trained before anything else), then the other
+        initial baselines that lie in the space."""
+        space = config.search_space.space()
+        names = [config.objective.baseline, *config.evolution.initial]
+        specs = [baseline(name, space) for name in dict.fromkeys(names)]
+        return [specs[0], *(spec for spec in specs[1:] if space.contains(spec))]
+
+    def _drop(self, job_id: int) -> None:
+        self.jobs.pop(job_id, None)
+        for ref, flight in list(self.in_flight.items()):
+            if flight.job_id == job_id:
+                flight.slot.busy = False
+                del self.in_flight[ref]
+
+    # --- dispatch -----------------------------------------------------------------------
+
+    def _dispatch(self) -> int:
+        sent = 0
+        # Fair share: the job with the fewest trials in flight goes first.
+        for state in sorted(self.jobs.values(), key=lambda s: s.in_flight):
+            while self._can_dispatch(state):
+                pool = self._pool(state)
+                slot = pool.acquire()
+                if slot is None:
+                    break
+                candidate_id = self._next_candidate(state)
+                if candidate_id is None:
+                    slot.busy = False
+                    break
+                self._send(state, candidate_id, slot, pool.shape)
+                sent += 1
+        return sent
+
+    def _can_dispatch(self, state: JobState) -> bool:
+        if state.status != "running" or state.in_flight >= state.config.workers.concurrency:
+            return False
+        if self._time_is_up(state):
+            return False
+        if state.baseline_id is not None and state.baseline is None:
+            # The baseline trains first and alone: hurdles and the constraint need it.
+            return bool(state.retry) and state.in_flight == 0
+        return bool(state.retry) or (
+            state.created < state.config.limits.max_trials and not state.exhausted
+        )
+
+    def _time_is_up(self, state: JobState) -> bool:
+        hours = state.config.limits.max_hours
+        return hours is not None and time.monotonic() - state.started > hours * 3600
+
+    def _pool(self, state: JobState) -> SlotPool:
+        shape = state.shape
+        pool = self.pools.get(shape)
+        if pool is None:
+            pool = self.pools[shape] = SlotPool(shape, self.settings.jax_cache_dir)
+        wanted = max(s.config.workers.concurrency for s in self.jobs.values() if s.shape == shape)
+        self._next_slot = pool.grow(wanted, self._next_slot)
+        return pool
+
+    def _next_candidate(self, state: JobState) -> int | None:
+        if state.retry:
+            return state.retry.popleft()
+        try:
+            proposal = state.designer.ask()
+        except SearchExhausted:
+            state.exhausted = True
+            return None
+        return self._write_candidate(state, proposal)
+
+    def _write_candidate(self, state: JobState, proposal: Proposal) -> int:
+        """The child is a row before it is dispatched (restart-safe)."""
+        key_to_id = {key: cid for cid, key in state.keys.items()}
+        is_baseline = proposal.birth == 0
+        with self.db.transaction() as session:
+            row = Candidate(
+                job_id=state.id,
+                spec=proposal.spec.model_dump(mode="json"),
+                spec_hash=proposal.key,
+                parent_id=key_to_id.get(proposal.parent) if proposal.parent else None,
+                mutation=proposal.mutation,
+                birth=proposal.birth,
+                is_baseline=is_baseline,
+                status="queued",
+            )
+            session.add(row)
+            session.flush()
+            candidate_id = row.id
+        state.keys[candidate_id] = proposal.key
+        state.created += 1
+        if is_baseline:
+            state.baseline_id = candidate_id
+        return candidate_id
+
+    def _send(self, state: JobState, candidate_id: int, slot: Slot, shape: Shape) -> None:
+        with self.db.transaction() as session:
+            row = session.get(Candidate, candidate_id)
+            row.status = "running"
+            row.attempt += 1
+            row.started_at = utcnow()
+            row.slot = slot.index
+            attempt, spec = row.attempt, row.spec
+        request = {
+            "candidate_id": candidate_id,
+            "attempt": attempt,
+            "spec": spec,
+            "budget_s": state.config.trial.budget_s,
+            "data": state.config.dataset,
+            "seed": state.config.seed,
+            "config": self._trainer_config(state, candidate_id),
+        }
+        ref = slot.actor.run.remote(request)
+        self.in_flight[ref] = InFlight(state.id, candidate_id, attempt, slot, shape)
+        state.in_flight += 1
+
+    def _trainer_config(self, state: JobState, candidate_id: int) -> dict[str, Any]:
+        config = state.config.trial.trainer_config()
+        hurdle = state.config.hurdle
+        if not hurdle.enabled:
+            return config
+        if candidate_id == state.baseline_id:
+            config["report_fractions"] = [hurdle.at_fraction, 0.5, 1.0]
+        elif state.baseline and state.baseline["smoothed_loss_at"]:
+            loss = state.baseline["smoothed_loss_at"].get(f"{hurdle.at_fraction:g}")
+            if loss is not None:
+                config["hurdles"] = [[hurdle.at_fraction, loss * (1 + hurdle.margin)]]
+        return config
+
+    # --- results --------------------------------------------------------------------------
+
+    def _collect(self) -> int:
+        if not self.in_flight:
+            return 0
+        refs = list(self.in_flight)
+        ready, _ = ray.wait(refs, num_returns=1, timeout=self.settings.poll_s)
+        if ready:  # and whatever else has finished meanwhile
+            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+        for ref in ready:
+            flight = self.in_flight.pop(ref)
+            flight.slot.busy = False
+            state = self.jobs.get(flight.job_id)
+            if state is None:
+                continue
+            state.in_flight -= 1
+            try:
+                payload = ray.get(ref)
+            except CRASHES as exc:
+                self._crashed(state, flight, exc)
+                continue
+            except RayError as exc:
+                payload = {"result": {"status": "failed", "reason": f"ray: {exc}"[:1000]}}
+            self._record(state, flight, payload)
+        return len(ready)
+
+    def _crashed(self, state: JobState, flight: InFlight, exc: Exception) -> None:
+        """The worker died mid-trial: retry as a new attempt, or give up after max_attempts."""
+        reason = f"worker died during attempt {flight.attempt}: {type(exc).__name__}"
+        if state.status != "cancelled" and flight.attempt < state.config.workers.max_attempts:
+            with self.db.transaction() as session:
+                requeued = session.execute(
+                    update(Candidate)
+                    .where(
+                        Candidate.id == flight.candidate_id,
+                        Candidate.attempt == flight.attempt,
+                        Candidate.status == "running",
+                    )
+                    .values(status="queued", reason=reason)
+                ).rowcount
+            if requeued:
+                state.retry.append(flight.candidate_id)
+                self._event(
+                    state.id,
+                    "trial",
+                    "retry",
+                    {"candidate_id": flight.candidate_id, "attempt": flight.attempt},
+                )
+            return
+        status = "cancelled" if state.status == "cancelled" else "failed"
+        result = {
+            "status": status,
+            "reason": f"{reason} (attempt {flight.attempt} of {state.config.workers.max_attempts})",
+        }
+        self._record(state, flight, {"result": result})
+
+    def _record(self, state: JobState, flight: InFlight, payload: dict[str, Any]) -> None:
+        result = payload["result"]
+        status = TRAINER_STATUS.get(result["status"], result["status"])
+        values = {name: result.get(name) for name in RESULT_COLUMNS}
+        values.update(status=status, finished_at=utcnow(), node_id=payload.get("node_id"))
+        values["feasible"] = self._feasible(state, flight.candidate_id, values)
+        with self.db.transaction() as session:
+            recorded = session.execute(
+                update(Candidate)
+                .where(
+                    Candidate.id == flight.candidate_id,
+                    Candidate.attempt == flight.attempt,
+                    Candidate.status == "running",
+                )
+                .values(**values)
+            ).rowcount
+            if not recorded:
+                return  # a late or repeated report: changes nothing
+            session.add_all(
+                CurvePoint(candidate_id=flight.candidate_id, index=i, train_s=t, loss=loss)
+                for i, (t, loss) in enumerate(result.get("curve") or [])
+            )
+            session.add(
+                JobEvent(
+                    job_id=state.id,
+                    kind="trial",
+                    message=status,
+                    data={"candidate_id": flight.candidate_id},
+                )
+            )
+        row = {**values, "status": status}
+        if flight.candidate_id == state.baseline_id:
+            state.baseline = row
+        state.designer.tell(
+            state.keys[flight.candidate_id],
+            objectives(state.config, row),
+            feasible=values["feasible"] is not False,
+        )
+
+    def _feasible(self, state: JobState, candidate_id: int, values: dict[str, Any]) -> bool | None:
+        """Constrained mode: step time within max_step_time_ratio x the baseline's."""
+        if state.config.objective.mode != "constrained":
+            return True
+        step = values.get("step_time_ms")
+        reference = (values if candidate_id == state.baseline_id else state.baseline or {}).get(
+            "step_time_ms"
+        )
+        if step is None or reference is None:
+            return None
+        return step <= state.config.objective.max_step_time_ratio * reference
+
+    # --- ending jobs ----------------------------------------------------------------------
+
+    def _cancel_in_flight(self, job_id: int) -> None:
+        for flight in self.in_flight.values():
+            if flight.job_id == job_id:
+                flight.slot.actor.cancel.remote(flight.candidate_id, flight.attempt)
+
+    def _finish_jobs(self) -> None:
+        for state in list(self.jobs.values()):
+            if state.status == "running" and self._time_is_up(state) and state.in_flight:
+                self._cancel_in_flight(state.id)
+            if state.in_flight:
+                continue
+            ending = self._ending(state)
+            if ending is None:
+                continue
+            status, error = ending
+            with self.db.transaction() as session:
+                session.execute(
+                    update(Candidate)
+                    .where(Candidate.job_id == state.id, Candidate.status == "queued")
+                    .values(
+                        status="cancelled", reason="job ended before it ran", finished_at=utcnow()
+                    )
+                )
+                session.execute(
+                    update(Job)
+                    .where(Job.id == state.id, Job.runner_id == self.id)
+                    .values(
+                        status=case((Job.status == "cancelled", "cancelled"), else_=status),
+                        error=error,
+                        finished_at=func.coalesce(Job.finished_at, utcnow()),
+                        runner_id=None,
+                        lease_expires_at=None,
+                    )
+                )
+                session.add(
+                    JobEvent(job_id=state.id, kind="job", message=status, data={"status": status})
+                )
+            self.jobs.pop(state.id)
+        self._release_idle_pools()
+
+    def _ending(self, state: JobState) -> tuple[str, str | None] | None:
+        if state.status == "cancelled":
+            return ("cancelled", None)
+        if state.status == "paused":
+            return None
+        baseline = state.baseline
+        constrained = state.config.objective.mode == "constrained"
+        if constrained and baseline is not None and baseline["status"] != "completed":
+            # The constraint is relative to the baseline's step time: nothing to search for.
+            return (
+                "failed",
+                f"the baseline did not complete ({baseline['status']}): {baseline.get('reason')}",
+            )
+        if self._time_is_up(state):
+            return ("completed", None)
+        done = state.created >= state.config.limits.max_trials or state.exhausted
+        if done and not state.retry:
+            return ("completed", None)
+        return None
+
+    def _release_idle_pools(self) -> None:
+        wanted = {state.shape for state in self.jobs.values()}
+        for shape in list(self.pools):
+            busy = any(flight.shape == shape for flight in self.in_flight.values())
+            if shape not in wanted and not busy:
+                self.pools.pop(shape).shutdown()
+
+    def _event(self, job_id: int, kind: str, message: str, data: dict[str, Any]) -> None:
+        with self.db.transaction() as session:
+            session.add(JobEvent(job_id=job_id, kind=kind, message=message, data=data))
+
+
+def _row(candidate: Candidate) -> dict[str, Any]:
+    return {name: getattr(candidate, name) for name in (*RESULT_COLUMNS, "status")}
+
+
+def _aware(moment: Any) -> Any:
+    """SQLite hands back naive datetimes: they are UTC."""
+    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment

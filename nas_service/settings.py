@@ -1,0 +1,48 @@
+"""Service settings, from `NAS_*` environment variables (pydantic-settings)."""
+
+from __future__ import annotations
+
+import os
+import socket
+from functools import cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything is optional: the embedded default is SQLite in `home` and a local Ray."""
+
+    model_config = SettingsConfigDict(env_prefix="NAS_", extra="ignore")
+
+    home: Path = Field(default=Path("~/.nas-service"), description="State directory.")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; default sqlite:///<home>/nas.db."
+    )
+    ray_address: str | None = Field(
+        default=None, description="Ray cluster address; unset starts a local Ray."
+    )
+    jax_cache_dir: str | None = Field(
+        default=None, description="Persistent JAX compilation cache for workers."
+    )
+    runner_id: str = Field(
+        default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}",
+        description="Identifies a runner in job leases.",
+    )
+    lease_s: float = Field(default=30.0, gt=0, description="A job lease lasts this long.")
+    heartbeat_s: float = Field(default=5.0, gt=0, description="How often a runner renews.")
+    poll_s: float = Field(default=0.2, gt=0, description="Runner loop sleep when idle.")
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        home = self.home.expanduser()
+        home.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{home / 'nas.db'}"
+
+
+@cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,234 @@
+"""The runner end to end on a local Ray with real JAX training on tinyshakespeare."""
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from nas_service import jobs
+from nas_service.job_config import JobConfig
+from nas_service.models import Candidate, CurvePoint, Job, JobEvent
+from nas_service.pareto import pareto_front
+from nas_service.runner import Runner
+from nas_service.settings import Settings
+
+# A small space so that each trial compiles and trains in a few seconds.
+SMALL = {
+    "d_model": [64, 96],
+    "attention_heads": [2],
+    "ffn_hidden": [128, 256],
+    "moe_hidden": [128, 256],
+    "max_layers": 4,
+    "capacity_factor": [1.0, 2.0],
+}
+
+
+def small_job(source: str, **sections) -> JobConfig:
+    base = {
+        "name": "small",
+        "dataset": source,
+        "search_space": {"preset": "proxy-cpu", "overrides": SMALL},
+        "trial": {"budget_s": 1.0, "batch_size": 8, "eval_tokens": 2048},
+        "limits": {"max_trials": 6},
+        "evolution": {"population_size": 4, "tournament_size": 2},
+        "workers": {"concurrency": 2},
+    }
+    for name, section in sections.items():
+        base[name] = {**base.get(name, {}), **section} if isinstance(section, dict) else section
+    return JobConfig.model_validate(base)
+
+
+def start_runner(db, runner_id: str = "test") -> tuple[Runner, threading.Thread]:
+    runner = Runner(Settings(runner_id=runner_id, heartbeat_s=0.5, poll_s=0.05), db)
+    thread = threading.Thread(target=runner.run, args=(threading.Event(), True), daemon=True)
+    thread.start()
+    return runner, thread
+
+
+@pytest.fixture
+def sqlite_db(tmp_path):
+    from nas_service.db import Database
+
+    db = Database(f"sqlite:///{tmp_path / 'nas.db'}")
+    db.upgrade()
+    yield db
+    db.dispose()
+
+
+def rows(db, job_id: int) -> list[Candidate]:
+    return jobs.candidates(db, job_id)
+
+
+def wait_for(predicate, timeout: float, message: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {message}")
+
+
+@pytest.mark.slow
+def test_a_small_search_completes_with_metrics(database, ray_local, shakespeare):
+    job = jobs.submit(database, small_job(shakespeare))
+    _, thread = start_runner(database)
+    thread.join(timeout=240)
+    assert not thread.is_alive()
+    assert jobs.get(database, job.id).status == "completed"
+    found = rows(database, job.id)
+    assert len(found) == 6 and [c.birth for c in found] == list(range(6))
+    assert found[0].is_baseline and found[0].mutation == "initial"
+    assert found[0].started_at <= min(c.started_at for c in found[1:])
+    assert found[0].finished_at <= min(c.started_at for c in found[1:])  # baseline first
+    assert any(c.parent_id is not None for c in found)  # evolution produced children
+    done = [c for c in found if c.status == "completed"]
+    assert len(done) >= 3
+    for c in done:
+        assert c.perplexity > 1 and c.step_time_ms > 0 and c.steps > 0 and c.attempt == 1
+        assert c.device["platform"] == "cpu" and c.node_id
+    assert len({c.spec_hash for c in found}) == 6
+    front = pareto_front([(c.perplexity, c.step_time_ms) for c in done])
+    assert front
+    with database.sessions() as session:
+        assert session.scalars(
+            select(CurvePoint).where(CurvePoint.candidate_id == done[0].id)
+        ).all()
+
+
+@pytest.mark.slow
+def test_diverging_candidates_are_recorded_and_the_search_goes_on(
+    sqlite_db, ray_local, shakespeare
+):
+    database = sqlite_db
+    config = small_job(
+        shakespeare,
+        trial={"learning_rate": 1e3},
+        limits={"max_trials": 3},
+        hurdle={"enabled": False},
+    )
+    job = jobs.submit(database, config)
+    _, thread = start_runner(database)
+    thread.join(timeout=180)
+    assert jobs.get(database, job.id).status == "completed"
+    found = rows(database, job.id)
+    assert len(found) == 3
+    for c in found:
+        assert c.status == "diverged" and "nan" in c.reason.lower()
+        assert c.val_loss is None and c.perplexity is None
+
+
+def running_candidate(db, job_id: int, after_s: float = 0.0) -> Candidate | None:
+    for c in rows(db, job_id):
+        if c.status == "running" and c.started_at is not None and not c.is_baseline:
+            started = c.started_at.replace(tzinfo=c.started_at.tzinfo or UTC)  # SQLite: naive
+            if time.time() - started.timestamp() >= after_s:
+                return c
+    return None
+
+
+@pytest.mark.slow
+def test_a_killed_worker_is_restarted_and_its_trial_retried(sqlite_db, ray_local, shakespeare):
+    config = small_job(
+        shakespeare, trial={"budget_s": 4.0}, limits={"max_trials": 2}, workers={"concurrency": 1}
+    )
+    job = jobs.submit(sqlite_db, config)
+    runner, thread = start_runner(sqlite_db)
+    victim = wait_for(
+        lambda: running_candidate(sqlite_db, job.id, after_s=3.0), 120, "a running trial"
+    )
+    slot = next(s for pool in runner.pools.values() for s in pool.slots if s.index == victim.slot)
+    ray_local.kill(slot.actor, no_restart=False)
+    thread.join(timeout=180)
+    retried = next(c for c in rows(sqlite_db, job.id) if c.id == victim.id)
+    assert retried.status == "completed" and retried.attempt == 2
+    with sqlite_db.sessions() as session:
+        events = session.scalars(select(JobEvent).where(JobEvent.message == "retry")).all()
+    assert [e.data["candidate_id"] for e in events] == [victim.id]
+    assert jobs.get(sqlite_db, job.id).status == "completed"
+
+
+@pytest.mark.slow
+def test_cancel_stops_running_trials_within_seconds(sqlite_db, ray_local, shakespeare):
+    config = small_job(shakespeare, trial={"budget_s": 60.0}, limits={"max_trials": 4})
+    job = jobs.submit(sqlite_db, config)
+    _, thread = start_runner(sqlite_db)
+    wait_for(
+        lambda: any(c.status == "running" for c in rows(sqlite_db, job.id)), 120, "a running trial"
+    )
+    time.sleep(2.0)
+    start = time.monotonic()
+    jobs.transition(sqlite_db, job.id, "cancel")
+    thread.join(timeout=60)
+    assert time.monotonic() - start < 15
+    assert jobs.get(sqlite_db, job.id).status == "cancelled"
+    assert {c.status for c in rows(sqlite_db, job.id)} == {"cancelled"}
+
+
+@pytest.mark.slow
+def test_a_sigkilled_runner_is_resumed_by_another(tmp_path, ray_local, shakespeare):
+    from nas_service.db import Database
+
+    url = f"sqlite:///{tmp_path / 'nas.db'}"
+    db = Database(url)
+    db.upgrade()
+    job = jobs.submit(db, small_job(shakespeare, trial={"budget_s": 2.0}, limits={"max_trials": 5}))
+    env = {
+        **os.environ,
+        "NAS_DATABASE_URL": url,
+        "NAS_RAY_ADDRESS": ray_local.get_runtime_context().gcs_address,
+        "NAS_LEASE_S": "3",
+        "NAS_HEARTBEAT_S": "0.5",
+        "NAS_HOME": str(tmp_path),
+    }
+    nas = str(Path(sys.executable).with_name("nas"))
+
+    def runner_process(name: str) -> subprocess.Popen:
+        return subprocess.Popen(
+            [nas, "runner", "--until-idle"],
+            env={**env, "NAS_RUNNER_ID": name},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    first = runner_process("first")
+    try:
+        wait_for(
+            lambda: (
+                sum(c.status == "completed" for c in rows(db, job.id)) >= 2
+                and running_candidate(db, job.id, after_s=0.5)
+            ),
+            180,
+            "two results and a trial",
+        )
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    before = {c.id: (c.status, c.attempt) for c in rows(db, job.id)}
+    interrupted = [cid for cid, (status, _) in before.items() if status == "running"]
+    assert interrupted
+    second = runner_process("second")
+    try:
+        second.wait(timeout=240)
+    finally:
+        second.kill()
+    after = rows(db, job.id)
+    assert jobs.get(db, job.id).status == "completed"
+    assert len(after) == 5 and sorted(c.birth for c in after) == list(range(5))
+    for c in after:
+        status, attempt = before.get(c.id, (None, 0))
+        if status == "completed":
+            assert c.attempt == attempt == 1  # never trained twice
+        if c.id in interrupted:
+            assert c.attempt == 2 and c.status in ("completed", "pruned")
+    with db.sessions() as session:
+        owner = session.scalar(select(Job.runner_id).where(Job.id == job.id))
+    assert owner is None
+    db.dispose()
