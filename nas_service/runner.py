@@ -17,13 +17,14 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, timedelta
 from typing import Any
 
 import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayError
-from sqlalchemy import case, func, or_, select, update
+from sqlalchemy import case, func, insert, or_, select, update
 
 from nas_service.db import Database
 from nas_service.designer import (
@@ -47,6 +48,7 @@ from nas_service.models import (
 from nas_service.settings import Settings, get_settings
 from nas_service.slots import Shape, Slot, SlotPool, shape_of
 from search_space import ArchSpec, baseline
+from workers.actor import worker_actor
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +77,9 @@ class JobState:
     created: int  # candidate rows written so far
     baseline_id: int | None = None
     baseline: dict[str, Any] | None = None  # the baseline's finished row, once there is one
+    data_checksum: str | None = None
     keys: dict[int, str] = field(default_factory=dict)  # candidate id -> spec hash
+    ids: dict[str, int] = field(default_factory=dict)  # spec hash -> candidate id
     retry: deque[int] = field(default_factory=deque)  # candidate ids to (re)dispatch
     in_flight: int = 0
     exhausted: bool = False
@@ -96,8 +100,14 @@ def objectives(config: JobConfig, row: dict[str, Any]) -> tuple[float, float] | 
 
 
 class Runner:
-    def __init__(self, settings: Settings | None = None, db: Database | None = None):
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        db: Database | None = None,
+        worker_factory: Callable[..., Any] = worker_actor,
+    ):
         self.settings = settings or get_settings()
+        self.worker_factory = worker_factory
         self.db = db or Database(self.settings.resolved_database_url)
         self.id = self.settings.runner_id
         self.jobs: dict[int, JobState] = {}
@@ -226,7 +236,7 @@ class Runner:
             rows = session.scalars(
                 select(Candidate).where(Candidate.job_id == job_id).order_by(Candidate.birth)
             ).all()
-            status = job.status
+            status, checksum = job.status, job.data_checksum
             elapsed = (utcnow() - _aware(job.started_at)).total_seconds()
         space = config.search_space.space()
         evolution = EvolutionConfig(
@@ -258,7 +268,9 @@ class Runner:
             status=status,
             started=time.monotonic() - elapsed,
             created=len(rows),
+            data_checksum=checksum,
             keys=keys,
+            ids={key: cid for cid, key in keys.items()},
         )
         for row in rows:
             if row.is_baseline:
@@ -296,11 +308,11 @@ class Runner:
                 slot = pool.acquire()
                 if slot is None:
                     break
-                candidate_id = self._next_candidate(state)
-                if candidate_id is None:
+                started = self._start_next(state, slot)
+                if started is None:
                     slot.busy = False
                     break
-                self._send(state, candidate_id, slot, pool.shape)
+                self._send(state, *started, slot, pool.shape)
                 sent += 1
         return sent
 
@@ -324,53 +336,144 @@ class Runner:
         shape = state.shape
         pool = self.pools.get(shape)
         if pool is None:
-            pool = self.pools[shape] = SlotPool(shape, self.settings.jax_cache_dir)
+            pool = self.pools[shape] = SlotPool(
+                shape, self.settings.jax_cache_dir, self.worker_factory
+            )
         wanted = max(s.config.workers.concurrency for s in self.jobs.values() if s.shape == shape)
         self._next_slot = pool.grow(wanted, self._next_slot)
         return pool
 
-    def _next_candidate(self, state: JobState) -> int | None:
-        if state.retry:
-            return state.retry.popleft()
-        try:
-            proposal = state.designer.ask()
-        except SearchExhausted:
-            state.exhausted = True
-            return None
-        return self._write_candidate(state, proposal)
+    def _start_next(self, state: JobState, slot: Slot) -> tuple[int, int, dict] | None:
+        """Mark the next candidate running on `slot`: a retry first, else the designer's next
+        proposal, written as a running row in the same transaction. Returns (id, attempt,
+        spec) or None when there is nothing to run.
 
-    def _write_candidate(self, state: JobState, proposal: Proposal) -> int:
-        """The child is a row before it is dispatched (restart-safe)."""
-        key_to_id = {key: cid for cid, key in state.keys.items()}
+        A proposal already trained by another job under the same trial settings, data and
+        device kind reuses that result (copied into its own row) instead of training again.
+        """
+        if state.retry:
+            candidate_id = state.retry.popleft()
+            with self.db.transaction() as session:
+                attempt, spec = session.execute(
+                    update(Candidate)
+                    .where(Candidate.id == candidate_id)
+                    .values(
+                        status="running",
+                        attempt=Candidate.attempt + 1,
+                        started_at=utcnow(),
+                        slot=slot.index,
+                    )
+                    .returning(Candidate.attempt, Candidate.spec)
+                ).one()
+            return candidate_id, attempt, spec
+        while state.created < state.config.limits.max_trials:
+            try:
+                proposal = state.designer.ask()
+            except SearchExhausted:
+                state.exhausted = True
+                return None
+            source = self._reusable(state, proposal)
+            if source is None:
+                candidate_id = self._write_candidate(state, proposal, slot=slot)
+                return candidate_id, 1, proposal.spec.model_dump(mode="json")
+            self._write_candidate(state, proposal, reuse=source)
+        return None
+
+    def _reusable(self, state: JobState, proposal: Proposal) -> Candidate | None:
+        if state.baseline is None or not state.baseline.get("device"):
+            return None  # our device is known once the baseline has run
+        with self.db.sessions() as session:
+            found = session.execute(
+                select(Candidate, Job.config)
+                .join(Job, Candidate.job_id == Job.id)
+                .where(
+                    Candidate.spec_hash == proposal.key,
+                    Candidate.status == "completed",
+                    Candidate.job_id != state.id,
+                    Job.data_checksum == state.data_checksum,
+                )
+                .limit(20)
+            ).all()
+        trial = state.config.trial.model_dump(mode="json")
+        for candidate, config in found:
+            same_device = candidate.device == state.baseline["device"]
+            if same_device and config["trial"] == trial and config["seed"] == state.config.seed:
+                return candidate
+        return None
+
+    def _write_candidate(
+        self,
+        state: JobState,
+        proposal: Proposal,
+        slot: Slot | None = None,
+        reuse: Candidate | None = None,
+    ) -> int:
+        """The child is a row before it is dispatched (restart-safe): running on `slot`, or
+        completed with a reused result."""
         is_baseline = proposal.birth == 0
+        copied = {name: getattr(reuse, name) for name in RESULT_COLUMNS} if reuse else {}
+        if slot is not None:
+            copied.update(status="running", attempt=1, started_at=utcnow(), slot=slot.index)
         with self.db.transaction() as session:
             row = Candidate(
                 job_id=state.id,
                 spec=proposal.spec.model_dump(mode="json"),
                 spec_hash=proposal.key,
-                parent_id=key_to_id.get(proposal.parent) if proposal.parent else None,
+                parent_id=state.ids.get(proposal.parent) if proposal.parent else None,
                 mutation=proposal.mutation,
                 birth=proposal.birth,
                 is_baseline=is_baseline,
-                status="queued",
+                **({"status": "completed"} if reuse else {}),
+                **copied,
             )
+            if reuse is not None:
+                row.reused_from_id = reuse.id
+                row.finished_at = utcnow()
+                row.feasible = self._feasible(state, copied, is_baseline=False)
             session.add(row)
             session.flush()
             candidate_id = row.id
+            if reuse is not None:
+                points = session.scalars(
+                    select(CurvePoint).where(CurvePoint.candidate_id == reuse.id)
+                ).all()
+                session.add_all(
+                    CurvePoint(
+                        candidate_id=candidate_id, index=p.index, train_s=p.train_s, loss=p.loss
+                    )
+                    for p in points
+                )
+                session.add(
+                    JobEvent(
+                        job_id=state.id,
+                        kind="trial",
+                        message="reused",
+                        data={"candidate_id": candidate_id, "from": reuse.id},
+                    )
+                )
         state.keys[candidate_id] = proposal.key
+        state.ids[proposal.key] = candidate_id
         state.created += 1
         if is_baseline:
             state.baseline_id = candidate_id
+        if reuse is not None:
+            row_values = {**copied, "status": "completed"}
+            state.designer.tell(
+                proposal.key,
+                objectives(state.config, row_values),
+                feasible=row.feasible is not False,
+            )
         return candidate_id
 
-    def _send(self, state: JobState, candidate_id: int, slot: Slot, shape: Shape) -> None:
-        with self.db.transaction() as session:
-            row = session.get(Candidate, candidate_id)
-            row.status = "running"
-            row.attempt += 1
-            row.started_at = utcnow()
-            row.slot = slot.index
-            attempt, spec = row.attempt, row.spec
+    def _send(
+        self,
+        state: JobState,
+        candidate_id: int,
+        attempt: int,
+        spec: dict[str, Any],
+        slot: Slot,
+        shape: Shape,
+    ) -> None:
         request = {
             "candidate_id": candidate_id,
             "attempt": attempt,
@@ -458,7 +561,9 @@ class Runner:
         status = TRAINER_STATUS.get(result["status"], result["status"])
         values = {name: result.get(name) for name in RESULT_COLUMNS}
         values.update(status=status, finished_at=utcnow(), node_id=payload.get("node_id"))
-        values["feasible"] = self._feasible(state, flight.candidate_id, values)
+        values["feasible"] = self._feasible(
+            state, values, is_baseline=flight.candidate_id == state.baseline_id
+        )
         with self.db.transaction() as session:
             recorded = session.execute(
                 update(Candidate)
@@ -471,12 +576,14 @@ class Runner:
             ).rowcount
             if not recorded:
                 return  # a late or repeated report: changes nothing
-            session.add_all(
-                CurvePoint(candidate_id=flight.candidate_id, index=i, train_s=t, loss=loss)
+            curve = [
+                {"candidate_id": flight.candidate_id, "index": i, "train_s": t, "loss": loss}
                 for i, (t, loss) in enumerate(result.get("curve") or [])
-            )
-            session.add(
-                JobEvent(
+            ]
+            if curve:  # one multi-row INSERT, not one per point
+                session.execute(insert(CurvePoint), curve)
+            session.execute(
+                insert(JobEvent).values(
                     job_id=state.id,
                     kind="trial",
                     message=status,
@@ -492,14 +599,12 @@ class Runner:
             feasible=values["feasible"] is not False,
         )
 
-    def _feasible(self, state: JobState, candidate_id: int, values: dict[str, Any]) -> bool | None:
+    def _feasible(self, state: JobState, values: dict[str, Any], is_baseline: bool) -> bool | None:
         """Constrained mode: step time within max_step_time_ratio x the baseline's."""
         if state.config.objective.mode != "constrained":
             return True
         step = values.get("step_time_ms")
-        reference = (values if candidate_id == state.baseline_id else state.baseline or {}).get(
-            "step_time_ms"
-        )
+        reference = (values if is_baseline else state.baseline or {}).get("step_time_ms")
         if step is None or reference is None:
             return None
         return step <= state.config.objective.max_step_time_ratio * reference

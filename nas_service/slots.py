@@ -7,6 +7,7 @@ resources are and restarts it if it dies.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,13 +33,15 @@ class Slot:
 class SlotPool:
     shape: Shape
     cache_dir: str | None
+    # Starts one actor; `worker_actor` trains, a benchmark may pass a no-op evaluator.
+    factory: Callable[..., Any] = worker_actor
     slots: list[Slot] = field(default_factory=list)
 
     def grow(self, size: int, next_index: int) -> int:
         """Start actors until the pool has `size`; returns the next free global slot index."""
         cpus, gpus, resources = self.shape
         while len(self.slots) < size:
-            actor = worker_actor(
+            actor = self.factory(
                 slot=next_index,
                 cpus_per_slot=cpus,
                 gpus_per_slot=gpus,

@@ -232,3 +232,24 @@ def test_a_sigkilled_runner_is_resumed_by_another(tmp_path, ray_local, shakespea
         owner = session.scalar(select(Job.runner_id).where(Job.id == job.id))
     assert owner is None
     db.dispose()
+
+
+@pytest.mark.slow
+def test_a_spec_trained_by_another_job_reuses_its_result(sqlite_db, ray_local, shakespeare):
+    config = small_job(shakespeare, limits={"max_trials": 4})  # all four are initial members
+    first = jobs.submit(sqlite_db, config)
+    _, thread = start_runner(sqlite_db)
+    thread.join(timeout=240)
+    second = jobs.submit(sqlite_db, config)
+    _, thread = start_runner(sqlite_db)
+    thread.join(timeout=240)
+    assert jobs.get(sqlite_db, second.id).status == "completed"
+    trained = {c.spec_hash: c for c in rows(sqlite_db, first.id)}
+    again = rows(sqlite_db, second.id)
+    assert [c.spec_hash for c in again] == list(trained)  # same seed, same initial members
+    assert again[0].attempt == 1 and again[0].reused_from_id is None  # the baseline runs
+    for c in again[1:]:
+        source = trained[c.spec_hash]
+        if source.status == "completed":
+            assert c.reused_from_id == source.id and c.attempt == 0
+            assert c.perplexity == source.perplexity and c.status == "completed"
