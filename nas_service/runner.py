@@ -82,6 +82,7 @@ class JobState:
     ids: dict[str, int] = field(default_factory=dict)  # spec hash -> candidate id
     retry: deque[int] = field(default_factory=deque)  # candidate ids to (re)dispatch
     in_flight: int = 0
+    last_dispatch: float = 0.0
     exhausted: bool = False
 
     @property
@@ -301,8 +302,8 @@ class Runner:
 
     def _dispatch(self) -> int:
         sent = 0
-        # Fair share: the job with the fewest trials in flight goes first.
-        for state in sorted(self.jobs.values(), key=lambda s: s.in_flight):
+        # Fair share: fewest trials in flight first, then the longest without a dispatch.
+        for state in sorted(self.jobs.values(), key=lambda s: (s.in_flight, s.last_dispatch)):
             while self._can_dispatch(state):
                 pool = self._pool(state)
                 slot = pool.acquire()
@@ -428,7 +429,7 @@ class Runner:
             )
             if reuse is not None:
                 row.reused_from_id = reuse.id
-                row.finished_at = utcnow()
+                row.started_at = row.finished_at = utcnow()
                 row.feasible = self._feasible(state, copied, is_baseline=False)
             session.add(row)
             session.flush()
@@ -486,6 +487,7 @@ class Runner:
         ref = slot.actor.run.remote(request)
         self.in_flight[ref] = InFlight(state.id, candidate_id, attempt, slot, shape)
         state.in_flight += 1
+        state.last_dispatch = time.monotonic()
 
     def _trainer_config(self, state: JobState, candidate_id: int) -> dict[str, Any]:
         config = state.config.trial.trainer_config()

@@ -137,7 +137,11 @@ def running_candidate(db, job_id: int, after_s: float = 0.0) -> Candidate | None
 @pytest.mark.slow
 def test_a_killed_worker_is_restarted_and_its_trial_retried(sqlite_db, ray_local, shakespeare):
     config = small_job(
-        shakespeare, trial={"budget_s": 4.0}, limits={"max_trials": 2}, workers={"concurrency": 1}
+        shakespeare,
+        trial={"budget_s": 8.0},
+        limits={"max_trials": 2},
+        workers={"concurrency": 1},
+        hurdle={"enabled": False},  # the retried trial must finish, not be pruned
     )
     job = jobs.submit(sqlite_db, config)
     runner, thread = start_runner(sqlite_db)
@@ -253,3 +257,25 @@ def test_a_spec_trained_by_another_job_reuses_its_result(sqlite_db, ray_local, s
         if source.status == "completed":
             assert c.reused_from_id == source.id and c.attempt == 0
             assert c.perplexity == source.perplexity and c.status == "completed"
+
+
+@pytest.mark.slow
+def test_running_jobs_share_the_slots_fairly(sqlite_db, ray_local, shakespeare):
+    config = small_job(
+        shakespeare,
+        trial={"budget_s": 0.5},
+        limits={"max_trials": 3},
+        workers={"concurrency": 1},
+        hurdle={"enabled": False},
+    )
+    other_seed = config.model_copy(update={"seed": 1})  # nothing to reuse between them
+    first, second = jobs.submit(sqlite_db, config), jobs.submit(sqlite_db, other_seed)
+    _, thread = start_runner(sqlite_db)
+    thread.join(timeout=240)
+    started = sorted(
+        (c.started_at, c.job_id) for job in (first, second) for c in rows(sqlite_db, job.id)
+    )
+    order = [job_id for _, job_id in started]
+    assert sorted(order) == sorted([first.id] * 3 + [second.id] * 3)
+    # one slot, two jobs: they take turns instead of one job running to completion first
+    assert order == [first.id, second.id] * 3
