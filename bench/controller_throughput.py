@@ -90,14 +90,16 @@ class TimedRunner(Runner):
         super()._send(state, candidate_id, *args)
         self.spent[candidate_id] += time.perf_counter() - start
 
-    def _record(self, state, flight, payload):
+    def _record(self, reports):
         start = time.perf_counter()
-        super()._record(state, flight, payload)
-        self.spent[flight.candidate_id] += time.perf_counter() - start
+        super()._record(reports)
+        share = (time.perf_counter() - start) / len(reports)  # one transaction for the batch
+        for _, flight, _ in reports:
+            self.spent[flight.candidate_id] += share
 
 
 def measure(url: str, trials: int, concurrency: int, data: str) -> dict[str, float]:
-    db = Database(url)
+    db = Database(url, durable=False)  # as the runner opens it
     db.upgrade()
     config = JobConfig.model_validate(
         {
@@ -114,6 +116,8 @@ def measure(url: str, trials: int, concurrency: int, data: str) -> dict[str, flo
     runner.run(threading.Event(), until_idle=True)
     end = time.perf_counter()
     assert jobs.get(db, job.id).status == "completed"
+    statuses = {c.status for c in jobs.candidates(db, job.id)}
+    assert statuses == {"completed"}, f"instant trials must all complete, got {statuses}"
     spent_ms = np.array(list(runner.spent.values())) * 1e3
     elapsed = end - runner.first_dispatch
     db.dispose()

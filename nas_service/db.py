@@ -26,7 +26,12 @@ def normalize_url(url: str) -> str:
     return url
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, durable: bool = True) -> Engine:
+    """`durable=False` lets PostgreSQL acknowledge a commit before its WAL reaches disk
+    (`synchronous_commit=off`): a server crash may lose the last fraction of a second of
+    commits, never consistency. The runner uses it: every write it makes is replayed after
+    a restart (rows are rebuilt from what is stored, lost results are trained again), and a
+    commit costs ~0.3 ms instead of a disk flush."""
     url = normalize_url(url)
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30})
@@ -40,7 +45,16 @@ def make_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    engine = create_engine(url, pool_pre_ping=True)
+    if not durable:
+
+        @event.listens_for(engine, "connect")
+        def _asynchronous_commit(connection, _record) -> None:
+            with connection.cursor() as cursor:
+                cursor.execute("SET synchronous_commit = off")
+            connection.commit()
+
+    return engine
 
 
 def alembic_config(url: str) -> Config:
@@ -58,9 +72,9 @@ def upgrade(url: str, revision: str = "head") -> None:
 class Database:
     """An engine and its session factory; `transaction()` is the only way to write."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, durable: bool = True):
         self.url = normalize_url(url)
-        self.engine = make_engine(self.url)
+        self.engine = make_engine(self.url, durable)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextmanager

@@ -78,6 +78,7 @@ class JobState:
     baseline_id: int | None = None
     baseline: dict[str, Any] | None = None  # the baseline's finished row, once there is one
     data_checksum: str | None = None
+    siblings: list[int] = field(default_factory=list)  # jobs whose results may be reused
     keys: dict[int, str] = field(default_factory=dict)  # candidate id -> spec hash
     ids: dict[str, int] = field(default_factory=dict)  # spec hash -> candidate id
     retry: deque[int] = field(default_factory=deque)  # candidate ids to (re)dispatch
@@ -109,7 +110,7 @@ class Runner:
     ):
         self.settings = settings or get_settings()
         self.worker_factory = worker_factory
-        self.db = db or Database(self.settings.resolved_database_url)
+        self.db = db or Database(self.settings.resolved_database_url, durable=False)
         self.id = self.settings.runner_id
         self.jobs: dict[int, JobState] = {}
         self.pools: dict[Shape, SlotPool] = {}
@@ -209,6 +210,8 @@ class Runner:
             if not renewed:  # another runner took it over: its reports win from now on
                 log.warning("lost the lease of job %s", job_id)
                 self._drop(job_id)
+            else:
+                self._find_siblings(self.jobs[job_id])
 
     def _sync_statuses(self) -> None:
         """Pick up pause / resume / cancel requests written by the API."""
@@ -280,6 +283,7 @@ class Runner:
                     state.baseline = _row(row)
             if row.status == "queued":
                 state.retry.append(row.id)
+        self._find_siblings(state)
         self.jobs[job_id] = state
         self._event(job_id, "job", "claimed", {"runner": self.id, "candidates": len(rows)})
 
@@ -380,27 +384,37 @@ class Runner:
             self._write_candidate(state, proposal, reuse=source)
         return None
 
-    def _reusable(self, state: JobState, proposal: Proposal) -> Candidate | None:
-        if state.baseline is None or not state.baseline.get("device"):
-            return None  # our device is known once the baseline has run
+    def _find_siblings(self, state: JobState) -> None:
+        """Other jobs whose results this one may reuse: same data, trial settings and seed.
+        Refreshed with the heartbeat, so the per-proposal lookup is skipped when there are
+        none (the common case)."""
         with self.db.sessions() as session:
             found = session.execute(
-                select(Candidate, Job.config)
-                .join(Job, Candidate.job_id == Job.id)
+                select(Job.id, Job.config).where(
+                    Job.id != state.id, Job.data_checksum == state.data_checksum
+                )
+            ).all()
+        trial = state.config.trial.model_dump(mode="json")
+        state.siblings = [
+            job_id
+            for job_id, config in found
+            if config["trial"] == trial and config["seed"] == state.config.seed
+        ]
+
+    def _reusable(self, state: JobState, proposal: Proposal) -> Candidate | None:
+        if not state.siblings or state.baseline is None or not state.baseline.get("device"):
+            return None  # our device is known once the baseline has run
+        with self.db.sessions() as session:
+            found = session.scalars(
+                select(Candidate)
                 .where(
                     Candidate.spec_hash == proposal.key,
                     Candidate.status == "completed",
-                    Candidate.job_id != state.id,
-                    Job.data_checksum == state.data_checksum,
+                    Candidate.job_id.in_(state.siblings),
                 )
                 .limit(20)
             ).all()
-        trial = state.config.trial.model_dump(mode="json")
-        for candidate, config in found:
-            same_device = candidate.device == state.baseline["device"]
-            if same_device and config["trial"] == trial and config["seed"] == state.config.seed:
-                return candidate
-        return None
+        return next((c for c in found if c.device == state.baseline["device"]), None)
 
     def _write_candidate(
         self,
@@ -511,6 +525,7 @@ class Runner:
         ready, _ = ray.wait(refs, num_returns=1, timeout=self.settings.poll_s)
         if ready:  # and whatever else has finished meanwhile
             ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+        reports = []
         for ref in ready:
             flight = self.in_flight.pop(ref)
             flight.slot.busy = False
@@ -525,7 +540,9 @@ class Runner:
                 continue
             except RayError as exc:
                 payload = {"result": {"status": "failed", "reason": f"ray: {exc}"[:1000]}}
-            self._record(state, flight, payload)
+            reports.append((state, flight, payload))
+        if reports:
+            self._record(reports)
         return len(ready)
 
     def _crashed(self, state: JobState, flight: InFlight, exc: Exception) -> None:
@@ -556,50 +573,55 @@ class Runner:
             "status": status,
             "reason": f"{reason} (attempt {flight.attempt} of {state.config.workers.max_attempts})",
         }
-        self._record(state, flight, {"result": result})
+        self._record([(state, flight, {"result": result})])
 
-    def _record(self, state: JobState, flight: InFlight, payload: dict[str, Any]) -> None:
-        result = payload["result"]
-        status = TRAINER_STATUS.get(result["status"], result["status"])
-        values = {name: result.get(name) for name in RESULT_COLUMNS}
-        values.update(status=status, finished_at=utcnow(), node_id=payload.get("node_id"))
-        values["feasible"] = self._feasible(
-            state, values, is_baseline=flight.candidate_id == state.baseline_id
-        )
+    def _record(self, reports: list[tuple[JobState, InFlight, dict[str, Any]]]) -> None:
+        """Record finished trials in one transaction (one commit however many finished);
+        each only if it is still the candidate's current, running attempt."""
+        told = []
         with self.db.transaction() as session:
-            recorded = session.execute(
-                update(Candidate)
-                .where(
-                    Candidate.id == flight.candidate_id,
-                    Candidate.attempt == flight.attempt,
-                    Candidate.status == "running",
+            for state, flight, payload in reports:
+                result = payload["result"]
+                status = TRAINER_STATUS.get(result["status"], result["status"])
+                values = {name: result.get(name) for name in RESULT_COLUMNS}
+                values.update(status=status, finished_at=utcnow(), node_id=payload.get("node_id"))
+                values["feasible"] = self._feasible(
+                    state, values, is_baseline=flight.candidate_id == state.baseline_id
                 )
-                .values(**values)
-            ).rowcount
-            if not recorded:
-                return  # a late or repeated report: changes nothing
-            curve = [
-                {"candidate_id": flight.candidate_id, "index": i, "train_s": t, "loss": loss}
-                for i, (t, loss) in enumerate(result.get("curve") or [])
-            ]
-            if curve:  # one multi-row INSERT, not one per point
-                session.execute(insert(CurvePoint), curve)
-            session.execute(
-                insert(JobEvent).values(
-                    job_id=state.id,
-                    kind="trial",
-                    message=status,
-                    data={"candidate_id": flight.candidate_id},
+                recorded = session.execute(
+                    update(Candidate)
+                    .where(
+                        Candidate.id == flight.candidate_id,
+                        Candidate.attempt == flight.attempt,
+                        Candidate.status == "running",
+                    )
+                    .values(**values)
+                ).rowcount
+                if not recorded:
+                    continue  # a late or repeated report: changes nothing
+                curve = [
+                    {"candidate_id": flight.candidate_id, "index": i, "train_s": t, "loss": loss}
+                    for i, (t, loss) in enumerate(result.get("curve") or [])
+                ]
+                if curve:  # one multi-row INSERT, not one per point
+                    session.execute(insert(CurvePoint), curve)
+                session.execute(
+                    insert(JobEvent).values(
+                        job_id=state.id,
+                        kind="trial",
+                        message=status,
+                        data={"candidate_id": flight.candidate_id},
+                    )
                 )
+                told.append((state, flight.candidate_id, values))
+        for state, candidate_id, values in told:  # after the commit: memory follows the rows
+            if candidate_id == state.baseline_id:
+                state.baseline = values
+            state.designer.tell(
+                state.keys[candidate_id],
+                objectives(state.config, values),
+                feasible=values["feasible"] is not False,
             )
-        row = {**values, "status": status}
-        if flight.candidate_id == state.baseline_id:
-            state.baseline = row
-        state.designer.tell(
-            state.keys[flight.candidate_id],
-            objectives(state.config, row),
-            feasible=values["feasible"] is not False,
-        )
 
     def _feasible(self, state: JobState, values: dict[str, Any], is_baseline: bool) -> bool | None:
         """Constrained mode: step time within max_step_time_ratio x the baseline's."""

@@ -1,5 +1,7 @@
 """The controller's storage: migrations, job configs, submission, transitions, leases."""
 
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 from sqlalchemy import func, inspect, select
@@ -156,3 +158,11 @@ def test_candidate_spec_is_unique_per_job(database, shakespeare):
     with pytest.raises(IntegrityError), database.transaction() as session:
         session.add(Candidate(**{**row, "birth": 1}))
     assert count(database, Candidate) == 1
+
+
+def test_the_example_job_file_is_valid():
+    import yaml
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "quick.yaml"
+    parsed = JobConfig.model_validate(yaml.safe_load(example.read_text()))
+    assert parsed.dataset == "builtin:stdlib" and parsed.limits.max_trials == 6
