@@ -150,7 +150,6 @@ class Runner:
         now = time.monotonic()
         if now - self._last_heartbeat >= self.settings.heartbeat_s:
             self._heartbeat()
-            self._sync_statuses()
             self._last_heartbeat = now
         if now - self._last_claim >= min(1.0, self.settings.heartbeat_s):
             self._claim()

@@ -279,3 +279,37 @@ def test_running_jobs_share_the_slots_fairly(sqlite_db, ray_local, shakespeare):
     assert sorted(order) == sorted([first.id] * 3 + [second.id] * 3)
     # one slot, two jobs: they take turns instead of one job running to completion first
     assert order == [first.id, second.id] * 3
+
+
+@pytest.mark.slow
+def test_pause_holds_dispatch_and_resume_continues(sqlite_db, ray_local, shakespeare):
+    config = small_job(shakespeare, limits={"max_trials": 4}, workers={"concurrency": 1})
+    job = jobs.submit(sqlite_db, config)
+    _, thread = start_runner(sqlite_db)
+    wait_for(lambda: running_candidate(sqlite_db, job.id), 120, "a trial after the baseline")
+    jobs.transition(sqlite_db, job.id, "pause")
+    wait_for(
+        lambda: not any(c.status == "running" for c in rows(sqlite_db, job.id)),
+        60,
+        "the running trial to finish",
+    )
+    held = len(rows(sqlite_db, job.id))
+    time.sleep(3.0)
+    assert len(rows(sqlite_db, job.id)) == held  # nothing new while paused
+    assert jobs.get(sqlite_db, job.id).status == "paused"
+    jobs.transition(sqlite_db, job.id, "resume")
+    thread.join(timeout=180)
+    assert jobs.get(sqlite_db, job.id).status == "completed"
+    assert len(rows(sqlite_db, job.id)) == 4
+
+
+@pytest.mark.slow
+def test_a_job_ends_at_its_time_limit(sqlite_db, ray_local, shakespeare):
+    config = small_job(shakespeare, trial={"budget_s": 120.0}, limits={"max_hours": 0.002})
+    job = jobs.submit(sqlite_db, config)  # 7.2 s of wall time, trials of 2 minutes
+    start = time.monotonic()
+    _, thread = start_runner(sqlite_db)
+    thread.join(timeout=120)
+    assert time.monotonic() - start < 60
+    assert jobs.get(sqlite_db, job.id).status == "completed"
+    assert {c.status for c in rows(sqlite_db, job.id)} == {"cancelled"}
