@@ -89,7 +89,6 @@ class Candidate(Base):
     status: Mapped[str] = mapped_column(String(16), default="queued")
     feasible: Mapped[bool | None] = mapped_column(Boolean)
     attempt: Mapped[int] = mapped_column(Integer, default=0)
-    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     node_id: Mapped[str | None] = mapped_column(String(64))
     slot: Mapped[int | None] = mapped_column(Integer)
     reused_from_id: Mapped[int | None] = mapped_column(

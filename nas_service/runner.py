@@ -64,6 +64,15 @@ class InFlight:
     slot: Slot
     shape: Shape
 
+    def current(self) -> tuple[Any, ...]:
+        """Matches the candidate only while this is its current, running attempt: a late or
+        repeated report then changes nothing."""
+        return (
+            Candidate.id == self.candidate_id,
+            Candidate.attempt == self.attempt,
+            Candidate.status == "running",
+        )
+
 
 @dataclass
 class JobState:
@@ -115,6 +124,7 @@ class Runner:
         self.jobs: dict[int, JobState] = {}
         self.pools: dict[Shape, SlotPool] = {}
         self.in_flight: dict[Any, InFlight] = {}
+        self.probing: dict[Any, Slot] = {}  # slots whose actor died, until it answers again
         self._next_slot = 0
         self._last_heartbeat = 0.0
         self._last_claim = 0.0
@@ -155,6 +165,7 @@ class Runner:
             self._claim()
             self._sync_statuses()
             self._last_claim = now
+        self._check_probes()
         dispatched = self._dispatch()
         collected = self._collect()
         self._finish_jobs()
@@ -536,6 +547,7 @@ class Runner:
                 payload = ray.get(ref)
             except CRASHES as exc:
                 self._crashed(state, flight, exc)
+                self._probe(flight.slot)
                 continue
             except RayError as exc:
                 payload = {"result": {"status": "failed", "reason": f"ray: {exc}"[:1000]}}
@@ -544,6 +556,24 @@ class Runner:
             self._record(reports)
         return len(ready)
 
+    def _probe(self, slot: Slot) -> None:
+        """Hold a slot whose actor died until Ray has restarted it (a retry sent to a
+        restarting actor would fail again and use up an attempt)."""
+        slot.busy = True
+        self.probing[slot.actor.info.remote()] = slot
+
+    def _check_probes(self) -> None:
+        if not self.probing:
+            return
+        ready, _ = ray.wait(list(self.probing), num_returns=len(self.probing), timeout=0)
+        for ref in ready:
+            slot = self.probing.pop(ref)
+            try:
+                ray.get(ref)
+                slot.busy = False
+            except RayError:
+                self._probe(slot)
+
     def _crashed(self, state: JobState, flight: InFlight, exc: Exception) -> None:
         """The worker died mid-trial: retry as a new attempt, or give up after max_attempts."""
         reason = f"worker died during attempt {flight.attempt}: {type(exc).__name__}"
@@ -551,11 +581,7 @@ class Runner:
             with self.db.transaction() as session:
                 requeued = session.execute(
                     update(Candidate)
-                    .where(
-                        Candidate.id == flight.candidate_id,
-                        Candidate.attempt == flight.attempt,
-                        Candidate.status == "running",
-                    )
+                    .where(*flight.current())
                     .values(status="queued", reason=reason)
                 ).rowcount
             if requeued:
@@ -588,13 +614,7 @@ class Runner:
                     state, values, is_baseline=flight.candidate_id == state.baseline_id
                 )
                 recorded = session.execute(
-                    update(Candidate)
-                    .where(
-                        Candidate.id == flight.candidate_id,
-                        Candidate.attempt == flight.attempt,
-                        Candidate.status == "running",
-                    )
-                    .values(**values)
+                    update(Candidate).where(*flight.current()).values(**values)
                 ).rowcount
                 if not recorded:
                     continue  # a late or repeated report: changes nothing
@@ -699,7 +719,11 @@ class Runner:
         for shape in list(self.pools):
             busy = any(flight.shape == shape for flight in self.in_flight.values())
             if shape not in wanted and not busy:
-                self.pools.pop(shape).shutdown()
+                pool = self.pools.pop(shape)
+                self.probing = {
+                    ref: slot for ref, slot in self.probing.items() if slot not in pool.slots
+                }
+                pool.shutdown()
 
     def _event(self, job_id: int, kind: str, message: str, data: dict[str, Any]) -> None:
         with self.db.transaction() as session:

@@ -66,7 +66,7 @@ def test_text_file_is_the_file_bytes():
     assert len(ds.train) + len(ds.valid) == SHAKESPEARE_BYTES
     assert bytes(ds.train) + bytes(ds.valid) == raw
     assert ds.checksum == hashlib.sha256(raw).hexdigest()
-    assert ds.source == f"text:{SHAKESPEARE}"
+    assert ds.source == f"text:{SHAKESPEARE.resolve()}"
 
 
 def test_text_folder_concatenates_files_in_relative_path_order(tmp_path):

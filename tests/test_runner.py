@@ -10,6 +10,7 @@ from datetime import UTC
 from pathlib import Path
 
 import pytest
+from spaces import SMALL_SPACE
 from sqlalchemy import select
 
 from nas_service import jobs
@@ -19,22 +20,12 @@ from nas_service.pareto import pareto_front
 from nas_service.runner import Runner
 from nas_service.settings import Settings
 
-# A small space so that each trial compiles and trains in a few seconds.
-SMALL = {
-    "d_model": [64, 96],
-    "attention_heads": [2],
-    "ffn_hidden": [128, 256],
-    "moe_hidden": [128, 256],
-    "max_layers": 4,
-    "capacity_factor": [1.0, 2.0],
-}
-
 
 def small_job(source: str, **sections) -> JobConfig:
     base = {
         "name": "small",
         "dataset": source,
-        "search_space": {"preset": "proxy-cpu", "overrides": SMALL},
+        "search_space": {"preset": "proxy-cpu", "overrides": SMALL_SPACE},
         "trial": {"budget_s": 1.0, "batch_size": 8, "eval_tokens": 2048},
         "limits": {"max_trials": 6},
         "evolution": {"population_size": 4, "tournament_size": 2},

@@ -34,9 +34,16 @@ def count(db, model) -> int:
 
 
 def test_migrations_create_every_table(database):
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from nas_service.models import Base
+
     tables = set(inspect(database.engine).get_table_names())
     assert {"jobs", "candidates", "curve_points", "job_events", "alembic_version"} <= tables
     database.upgrade()  # idempotent
+    with database.engine.connect() as connection:  # the migrations build exactly the models
+        assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
 
 
 def test_the_minimal_file_is_accepted_with_defaults():

@@ -4,6 +4,7 @@ import math
 from dataclasses import fields
 
 import pytest
+from spaces import SMALL_SPACE
 
 from nas_service.designer import EvolutionConfig
 from nas_service.tune import (
@@ -15,17 +16,7 @@ from nas_service.tune import (
 from search_space import PRESETS, ArchSpec, SpaceViolation, baseline, spec_hash
 from workers.trainer import TrialResult
 
-# Small enough that a 1 s trial compiles and trains quickly on 2 cores.
-SMALL = PRESETS["proxy-cpu"].override(
-    {
-        "d_model": [64, 96],
-        "attention_heads": [2],
-        "ffn_hidden": [128, 256],
-        "moe_hidden": [128, 256],
-        "max_layers": 4,
-        "capacity_factor": [1.0, 2.0],
-    }
-)
+SMALL = PRESETS["proxy-cpu"].override(SMALL_SPACE)
 # Exactly two specs: one FFN layer with either activation.
 TWO_SPECS = PRESETS["proxy-cpu"].override(
     {

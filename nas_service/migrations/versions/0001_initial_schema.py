@@ -51,7 +51,6 @@ def upgrade() -> None:
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("feasible", sa.Boolean(), nullable=True),
         sa.Column("attempt", sa.Integer(), nullable=False),
-        sa.Column("lease_expires_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("node_id", sa.String(length=64), nullable=True),
         sa.Column("slot", sa.Integer(), nullable=True),
         sa.Column("reused_from_id", sa.Integer(), nullable=True),
