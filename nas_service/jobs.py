@@ -21,6 +21,10 @@ class JobError(ValueError):
         super().__init__(f"{field}: {message}")
 
 
+class JobConflict(JobError):
+    """The request conflicts with the job's current state (e.g. deleting a running job)."""
+
+
 class JobNotFound(LookupError):
     pass
 
@@ -102,7 +106,7 @@ def transition(db: Database, job_id: int, action: str) -> Job:
         if job is None:
             raise JobNotFound(f"job {job_id} not found")
         if not changed:
-            raise JobError("status", f"cannot {action} a job that is {job.status}")
+            raise JobConflict("status", f"cannot {action} a job that is {job.status}")
         session.add(JobEvent(job_id=job_id, kind="job", message=action, data={"status": target}))
     return job
 

@@ -1,0 +1,72 @@
+"""/jobs: submit, list, inspect, pause, resume, cancel and delete search jobs."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from fastapi import APIRouter, Response, status
+
+from api.deps import DbDep
+from api.schemas import JobCreate, JobPublic, JobsPublic, Progress
+from nas_service import jobs, queries
+from nas_service.models import Job
+
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
+
+
+def public(db, job: Job, with_progress: bool = True) -> JobPublic:
+    result = JobPublic.model_validate(job)
+    if not with_progress:
+        return result
+    counts = queries.progress(db, job)
+    started, finished = _aware(job.started_at), _aware(job.finished_at)
+    elapsed = ((finished or datetime.now(UTC)) - started).total_seconds() if started else None
+    remaining = counts.total - counts.done
+    eta = (
+        elapsed / counts.done * remaining
+        if elapsed and counts.done and job.status == "running"
+        else None
+    )
+    result.progress = Progress(**counts.__dict__, elapsed_s=elapsed, eta_s=eta)
+    return result
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=JobPublic)
+def submit_job(body: JobCreate, db: DbDep) -> JobPublic:
+    return public(db, jobs.submit(db, body))
+
+
+@router.get("", response_model=JobsPublic)
+def list_jobs(db: DbDep) -> JobsPublic:
+    found = jobs.list_jobs(db)
+    return JobsPublic(items=[public(db, job) for job in found], total=len(found))
+
+
+@router.get("/{job_id}", response_model=JobPublic)
+def get_job(job_id: int, db: DbDep) -> JobPublic:
+    return public(db, jobs.get(db, job_id))
+
+
+@router.post("/{job_id}/pause", response_model=JobPublic)
+def pause_job(job_id: int, db: DbDep) -> JobPublic:
+    return public(db, jobs.transition(db, job_id, "pause"))
+
+
+@router.post("/{job_id}/resume", response_model=JobPublic)
+def resume_job(job_id: int, db: DbDep) -> JobPublic:
+    return public(db, jobs.transition(db, job_id, "resume"))
+
+
+@router.post("/{job_id}/cancel", response_model=JobPublic)
+def cancel_job(job_id: int, db: DbDep) -> JobPublic:
+    return public(db, jobs.transition(db, job_id, "cancel"))
+
+
+@router.delete("/{job_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_job(job_id: int, db: DbDep) -> Response:
+    queries.delete_job(db, job_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

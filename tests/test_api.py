@@ -1,0 +1,147 @@
+"""REST API over TestClient, on SQLite and PostgreSQL."""
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+from test_store import BAD
+
+from api.app import create_app
+from api.deps import get_db
+from nas_service.models import Candidate, CurvePoint, Job
+
+API = "/api/v1"
+
+
+@pytest.fixture
+def client(database):
+    app = create_app()
+    app.dependency_overrides[get_db] = lambda: database
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+def job_body(source: str, **sections) -> dict:
+    return {"name": "api", "dataset": source, **sections}
+
+
+def count_jobs(database) -> int:
+    with database.sessions() as session:
+        return session.scalar(select(func.count()).select_from(Job))
+
+
+def test_submit_list_get(client, shakespeare):
+    created = client.post(f"{API}/jobs", json=job_body(shakespeare))
+    assert created.status_code == 201, created.text
+    job = created.json()
+    assert job["status"] == "queued" and job["config"]["dataset"].startswith("text:/")
+    assert job["progress"]["total"] == 50 and job["progress"]["done"] == 0
+    listed = client.get(f"{API}/jobs").json()
+    assert listed["total"] == 1 and listed["items"][0]["id"] == job["id"]
+    assert client.get(f"{API}/jobs/{job['id']}").json()["name"] == "api"
+    assert client.get(f"{API}/jobs/999").status_code == 404
+
+
+@pytest.mark.parametrize(("change", "field"), BAD)
+def test_bad_job_config_is_422_naming_the_field(client, database, change, field):
+    response = client.post(f"{API}/jobs", json={"name": "t", "dataset": "builtin:stdlib", **change})
+    assert response.status_code == 422
+    locations = [".".join(str(p) for p in e["loc"][1:]) for e in response.json()["detail"]]
+    assert field in locations or (not field and "objective.baseline" in response.text)
+    assert count_jobs(database) == 0
+
+
+@pytest.mark.parametrize(
+    "body",
+    [None, [], "text", {"dataset": "builtin:stdlib"}, {"name": "t"}],
+)
+def test_malformed_bodies_are_422(client, database, body):
+    assert client.post(f"{API}/jobs", json=body).status_code == 422
+    assert count_jobs(database) == 0
+
+
+def test_bad_data_is_422_on_dataset(client, database, tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    for source in ("text:/nonexistent/x.txt", f"text:{empty}"):
+        response = client.post(f"{API}/jobs", json=job_body(source))
+        assert response.status_code == 422
+        assert response.json()["detail"][0]["loc"] == ["body", "dataset"]
+    assert count_jobs(database) == 0
+
+
+def test_pause_resume_cancel_delete(client, database, shakespeare):
+    job = client.post(f"{API}/jobs", json=job_body(shakespeare)).json()
+    url = f"{API}/jobs/{job['id']}"
+    assert client.post(f"{url}/pause").json()["status"] == "paused"
+    assert client.delete(url).status_code == 409  # a paused job is still alive
+    assert client.post(f"{url}/pause").status_code == 409
+    assert client.post(f"{url}/resume").json()["status"] == "running"
+    assert client.post(f"{url}/cancel").json()["status"] == "cancelled"
+    assert client.delete(url).status_code == 204
+    assert client.get(url).status_code == 404
+    assert client.post(f"{API}/jobs/12345/cancel").status_code == 404
+
+
+@pytest.fixture
+def populated(client, database, shakespeare):
+    """A job with 30 candidates of known metrics (rows written as the runner would)."""
+    job = client.post(f"{API}/jobs", json=job_body(shakespeare)).json()
+    with database.transaction() as session:
+        parent = None
+        for i in range(30):
+            status = ["completed", "failed", "pruned"][i % 3]
+            row = Candidate(
+                job_id=job["id"],
+                spec={"i": i},
+                spec_hash=f"h{i}",
+                birth=i,
+                mutation=f"m{i}",
+                status=status,
+                parent_id=parent,
+                perplexity=10.0 - i * 0.1 if status != "failed" else None,
+                step_time_ms=100.0 + i,
+                reason="boom" if status == "failed" else None,
+            )
+            session.add(row)
+            session.flush()
+            session.add_all(
+                CurvePoint(candidate_id=row.id, index=k, train_s=k * 0.5, loss=5.0 - k)
+                for k in range(3)
+            )
+            parent = row.id
+    return job
+
+
+def test_candidates_filter_sort_paginate(client, populated):
+    url = f"{API}/jobs/{populated['id']}/candidates"
+    page = client.get(url, params={"limit": 7, "offset": 7}).json()
+    assert page["total"] == 30 and [c["birth"] for c in page["items"]] == list(range(7, 14))
+    failed = client.get(url, params={"status": "failed"}).json()
+    assert failed["total"] == 10 and {c["status"] for c in failed["items"]} == {"failed"}
+    best = client.get(url, params={"sort": "perplexity", "limit": 3}).json()["items"]
+    assert [c["perplexity"] for c in best] == sorted(c["perplexity"] for c in best)
+    assert best[0]["birth"] == 29
+    worst_last = client.get(url, params={"sort": "perplexity", "order": "desc"}).json()["items"]
+    assert worst_last[-1]["perplexity"] is None  # NULLs last either way
+    assert client.get(url, params={"sort": "colour"}).status_code == 422
+    assert client.get(url, params={"status": "lost"}).status_code == 422
+    assert client.get(url, params={"limit": 0}).status_code == 422
+    assert client.get(f"{API}/jobs/999/candidates").status_code == 404
+
+
+def test_candidate_detail_has_curve_and_lineage(client, populated):
+    items = client.get(
+        f"{API}/jobs/{populated['id']}/candidates",
+        params={"sort": "birth", "order": "desc", "limit": 1},
+    ).json()["items"]
+    detail = client.get(f"{API}/candidates/{items[0]['id']}").json()
+    assert detail["spec"] == {"i": 29} and len(detail["curve"]) == 3
+    assert len(detail["lineage"]) == 29 and detail["lineage"][0]["mutation"] == "m28"
+    assert client.get(f"{API}/candidates/99999").status_code == 404
+
+
+def test_presets_and_health(client):
+    presets = client.get(f"{API}/search-space/presets").json()
+    assert {p["name"] for p in presets["presets"]} == {"paper", "proxy-cpu"}
+    assert "search_space" in presets["job_config_schema"]["properties"]
+    assert client.get(f"{API}/healthz").json() == {"status": "ok"}
