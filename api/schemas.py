@@ -113,3 +113,25 @@ class Preset(BaseModel):
 class Presets(BaseModel):
     presets: list[Preset]
     job_config_schema: dict[str, Any]
+
+
+class FrontPoint(BaseModel):
+    id: int
+    perplexity: float
+    step_time_ms: float
+    status: str
+    feasible: bool | None
+    is_baseline: bool
+    on_front: bool
+
+
+class ParetoPublic(BaseModel):
+    points: list[FrontPoint]
+    front: list[int]  # ids on the front, by step time
+    baselines: list[int]
+
+
+class HypervolumePublic(BaseModel):
+    reference: tuple[float, float] | None
+    trials: list[int]
+    hypervolume: list[float]

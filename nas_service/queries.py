@@ -14,6 +14,7 @@ from sqlalchemy import delete, func, select
 from nas_service.db import Database
 from nas_service.jobs import JobConflict, JobError, JobNotFound
 from nas_service.models import CANDIDATE_STATUSES, RESULT_COLUMNS, Candidate, Job
+from nas_service.pareto import hypervolume_2d, pareto_front
 
 SORTABLE = (
     "id",
@@ -129,3 +130,84 @@ def delete_job(db: Database, job_id: int) -> None:
         if job.status in ("running", "paused") or job.runner_id is not None:
             raise JobConflict("status", f"job {job_id} is {job.status}: cancel it first")
         session.execute(delete(Job).where(Job.id == job_id))
+
+
+@dataclass(frozen=True)
+class FrontPoint:
+    id: int
+    perplexity: float
+    step_time_ms: float
+    status: str
+    feasible: bool | None
+    is_baseline: bool
+    on_front: bool
+
+
+def pareto(db: Database, job_id: int) -> list[FrontPoint]:
+    """Every scored candidate of the job as a (perplexity, step time) point, flagged when it
+    lies on the Pareto front of the feasible completed ones. Pruned candidates are scored
+    too (they are shown, never on the front)."""
+    with db.sessions() as session:
+        if session.get(Job, job_id) is None:
+            raise JobNotFound(f"job {job_id} not found")
+        rows = session.execute(
+            select(
+                Candidate.id,
+                Candidate.perplexity,
+                Candidate.step_time_ms,
+                Candidate.status,
+                Candidate.feasible,
+                Candidate.is_baseline,
+            )
+            .where(
+                Candidate.job_id == job_id,
+                Candidate.perplexity.is_not(None),
+                Candidate.step_time_ms.is_not(None),
+            )
+            .order_by(Candidate.id)
+        ).all()
+    eligible = [
+        i for i, r in enumerate(rows) if r.status == "completed" and r.feasible is not False
+    ]
+    front = {
+        eligible[i]
+        for i in pareto_front([(rows[i].perplexity, rows[i].step_time_ms) for i in eligible])
+    }
+    return [FrontPoint(*row, on_front=i in front) for i, row in enumerate(rows)]
+
+
+def hypervolume_history(db: Database, job_id: int, max_points: int = 500) -> dict[str, Any]:
+    """Hypervolume of the front after each completed trial, in finishing order.
+
+    Reference point: 1.1 x the worst perplexity and the worst step time among the job's
+    completed feasible candidates (fixed over the history, so the curve never decreases).
+    """
+    with db.sessions() as session:
+        if session.get(Job, job_id) is None:
+            raise JobNotFound(f"job {job_id} not found")
+        rows = session.execute(
+            select(Candidate.perplexity, Candidate.step_time_ms)
+            .where(
+                Candidate.job_id == job_id,
+                Candidate.status == "completed",
+                Candidate.feasible.is_not(False),
+                Candidate.perplexity.is_not(None),
+                Candidate.step_time_ms.is_not(None),
+            )
+            .order_by(Candidate.finished_at, Candidate.id)
+        ).all()
+    if not rows:
+        return {"reference": None, "trials": [], "hypervolume": []}
+    reference = (1.1 * max(r[0] for r in rows), 1.1 * max(r[1] for r in rows))
+    front: list[tuple[float, float]] = []
+    trials, volumes = [], []
+    for n, point in enumerate(rows, start=1):
+        point = (float(point[0]), float(point[1]))
+        if not any(p[0] <= point[0] and p[1] <= point[1] for p in front):
+            front = [p for p in front if not (point[0] <= p[0] and point[1] <= p[1])] + [point]
+        trials.append(n)
+        volumes.append(hypervolume_2d(front, reference))
+    if len(trials) > max_points:  # keep the shape, send little
+        picks = sorted({round(i * (len(trials) - 1) / (max_points - 1)) for i in range(max_points)})
+        trials, volumes = [trials[i] for i in picks], [volumes[i] for i in picks]
+    return {"reference": reference, "trials": trials, "hypervolume": volumes}

@@ -1,5 +1,7 @@
 """REST API over TestClient, on SQLite and PostgreSQL."""
 
+import itertools
+
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
@@ -145,3 +147,31 @@ def test_presets_and_health(client):
     assert {p["name"] for p in presets["presets"]} == {"paper", "proxy-cpu"}
     assert "search_space" in presets["job_config_schema"]["properties"]
     assert client.get(f"{API}/healthz").json() == {"status": "ok"}
+
+
+def test_candidates_as_csv(client, populated):
+    import csv
+    import io
+
+    response = client.get(f"{API}/jobs/{populated['id']}/candidates", params={"format": "csv"})
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(response.text)))
+    assert len(rows) == 30 and rows[0]["birth"] == "0" and "perplexity" in rows[0]
+
+
+def test_pareto_and_hypervolume(client, populated):
+    from nas_service.pareto import pareto_front
+
+    result = client.get(f"{API}/jobs/{populated['id']}/pareto").json()
+    completed = [p for p in result["points"] if p["status"] == "completed"]
+    expected = {
+        completed[i]["id"]
+        for i in pareto_front([(p["perplexity"], p["step_time_ms"]) for p in completed])
+    }
+    assert set(result["front"]) == expected and expected
+    assert {p["status"] for p in result["points"]} == {"completed", "pruned"}
+    history = client.get(f"{API}/jobs/{populated['id']}/hypervolume").json()
+    assert history["trials"] == list(range(1, 11))
+    volumes = history["hypervolume"]
+    assert all(b >= a for a, b in itertools.pairwise(volumes)) and volumes[-1] > 0
+    assert client.get(f"{API}/jobs/999/pareto").status_code == 404

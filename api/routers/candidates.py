@@ -2,18 +2,48 @@
 
 from __future__ import annotations
 
+import csv
+import io
+from collections.abc import Iterator
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
+from fastapi.responses import StreamingResponse
 
 from api.deps import DbDep
-from api.schemas import CandidateDetail, CandidatePublic, CandidatesPublic, LineageStep
+from api.schemas import (
+    CandidateDetail,
+    CandidatePublic,
+    CandidatesPublic,
+    FrontPoint,
+    HypervolumePublic,
+    LineageStep,
+    ParetoPublic,
+)
 from nas_service import queries
 
 router = APIRouter(tags=["candidates"])
 
 
-@router.get("/jobs/{job_id}/candidates", response_model=CandidatesPublic)
+def _csv(rows: list) -> Iterator[str]:
+    columns = list(CandidatePublic.model_fields)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow(CandidatePublic.model_validate(row).model_dump(mode="json").values())
+        if buffer.tell() > 1 << 16:
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue()
+
+
+@router.get(
+    "/jobs/{job_id}/candidates",
+    response_model=CandidatesPublic,
+    responses={200: {"content": {"text/csv": {}}}},
+)
 def list_candidates(
     job_id: int,
     db: DbDep,
@@ -22,7 +52,14 @@ def list_candidates(
     order: Literal["asc", "desc"] = "asc",
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
-) -> CandidatesPublic:
+    format: Annotated[
+        Literal["json", "csv"], Query(description="csv: every match, not one page.")
+    ] = "json",
+) -> CandidatesPublic | StreamingResponse:
+    if format == "csv":
+        rows, _ = queries.candidate_page(db, job_id, status, sort, order, None, 0)
+        headers = {"Content-Disposition": f'attachment; filename="job-{job_id}-candidates.csv"'}
+        return StreamingResponse(_csv(rows), media_type="text/csv", headers=headers)
     rows, total = queries.candidate_page(db, job_id, status, sort, order, limit, offset)
     return CandidatesPublic(
         items=[CandidatePublic.model_validate(row) for row in rows],
@@ -46,3 +83,19 @@ def get_candidate(candidate_id: int, db: DbDep) -> CandidateDetail:
         curve=curve,
         lineage=[LineageStep(id=c.id, mutation=c.mutation, spec_hash=c.spec_hash) for c in chain],
     )
+
+
+@router.get("/jobs/{job_id}/pareto", response_model=ParetoPublic)
+def pareto(job_id: int, db: DbDep) -> ParetoPublic:
+    points = queries.pareto(db, job_id)
+    front = sorted((p for p in points if p.on_front), key=lambda p: p.step_time_ms)
+    return ParetoPublic(
+        points=[FrontPoint(**p.__dict__) for p in points],
+        front=[p.id for p in front],
+        baselines=[p.id for p in points if p.is_baseline],
+    )
+
+
+@router.get("/jobs/{job_id}/hypervolume", response_model=HypervolumePublic)
+def hypervolume(job_id: int, db: DbDep) -> HypervolumePublic:
+    return HypervolumePublic(**queries.hypervolume_history(db, job_id))
