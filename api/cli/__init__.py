@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import typer
 
+from api.cli.client import (
+    cancel_cmd,
+    jobs_cmd,
+    pause_cmd,
+    resume_cmd,
+    status_cmd,
+    submit_cmd,
+    watch_cmd,
+)
 from api.cli.runner import runner_cmd
+from api.cli.serve import serve_cmd
 from api.cli.space import demo, space_app
 from api.cli.train import train_proxy_cmd
 
@@ -18,6 +28,14 @@ app.add_typer(space_app, name="space")
 app.command("demo")(demo)
 app.command("train-proxy")(train_proxy_cmd)
 app.command("runner")(runner_cmd)
+app.command("serve")(serve_cmd)
+app.command("submit")(submit_cmd)
+app.command("jobs")(jobs_cmd)
+app.command("status")(status_cmd)
+app.command("watch")(watch_cmd)
+app.command("pause")(pause_cmd)
+app.command("resume")(resume_cmd)
+app.command("cancel")(cancel_cmd)
 
 
 def main() -> None:

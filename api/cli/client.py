@@ -1,0 +1,135 @@
+"""The HTTP client commands: submit, jobs, status, watch, pause, resume, cancel."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from api.cli.space import fail
+
+console = Console()
+FINAL = ("completed", "failed", "cancelled")
+
+Server = Annotated[str, typer.Option(envvar="NAS_SERVER", help="The service's URL.")]
+Token = Annotated[
+    str | None, typer.Option(envvar="NAS_API_TOKEN", help="API token (Bearer).", show_default=False)
+]
+JobId = Annotated[int, typer.Argument(help="Job id.")]
+DEFAULT_SERVER = "http://127.0.0.1:8000"
+
+
+def request(method: str, server: str, path: str, token: str | None, **kwargs: Any) -> Any:
+    """Call the API; refusals print the server's message with its field, and exit 2."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    url = f"{server.rstrip('/')}/api/v1{path}"
+    try:
+        response = httpx.request(method, url, headers=headers, timeout=30, **kwargs)
+    except httpx.TransportError:
+        fail(f"no server at {server}: start one with `nas serve` (or pass --server)")
+    if response.status_code >= 400:
+        try:
+            detail = response.json().get("detail")
+        except ValueError:
+            detail = response.text
+        if isinstance(detail, list):
+            detail = "; ".join(
+                f"{'.'.join(str(p) for p in item.get('loc', [])[1:])}: {item.get('msg')}"
+                for item in detail
+            )
+        fail(f"{response.status_code}: {detail}")
+    return response.json() if response.content else None
+
+
+def _summary(job: dict[str, Any]) -> str:
+    p = job.get("progress") or {}
+    best = p.get("best_perplexity")
+    return (
+        f"job {job['id']} {job['name']!r}: {job['status']}, {p.get('done', 0)}/{p.get('total')} "
+        f"done, {p.get('running', 0)} running, best perplexity "
+        f"{'-' if best is None else f'{best:.3f}'}"
+    )
+
+
+def submit_cmd(
+    job_file: Annotated[Path, typer.Argument(help="Job configuration, YAML or JSON.")],
+    server: Server = DEFAULT_SERVER,
+    token: Token = None,
+) -> None:
+    """Submit a search job; prints its id."""
+    try:
+        body = yaml.safe_load(job_file.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        fail(f"cannot read job file {job_file}: {exc}")
+    # Relative dataset paths are relative to the job file, wherever the server runs.
+    dataset = body.get("dataset") if isinstance(body, dict) else None
+    if isinstance(dataset, str) and dataset.partition(":")[0] in ("text", "tokens"):
+        scheme, _, path = dataset.partition(":")
+        if path and not Path(path).expanduser().is_absolute():
+            body["dataset"] = f"{scheme}:{(job_file.parent / path).resolve()}"
+    job = request("POST", server, "/jobs", token, json=body)
+    typer.echo(job["id"])
+
+
+def jobs_cmd(server: Server = DEFAULT_SERVER, token: Token = None) -> None:
+    """List jobs."""
+    table = Table("id", "name", "status", "done", "running", "best perplexity")
+    for job in request("GET", server, "/jobs", token)["items"]:
+        p = job["progress"] or {}
+        best = p.get("best_perplexity")
+        table.add_row(
+            str(job["id"]),
+            job["name"],
+            job["status"],
+            f"{p.get('done')}/{p.get('total')}",
+            str(p.get("running")),
+            "-" if best is None else f"{best:.3f}",
+        )
+    console.print(table)
+
+
+def status_cmd(
+    job_id: JobId,
+    server: Server = DEFAULT_SERVER,
+    token: Token = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Show one job."""
+    job = request("GET", server, f"/jobs/{job_id}", token)
+    typer.echo(json.dumps(job, indent=2) if as_json else _summary(job))
+
+
+def watch_cmd(
+    job_id: JobId,
+    server: Server = DEFAULT_SERVER,
+    token: Token = None,
+    interval: Annotated[float, typer.Option(min=0.2)] = 2.0,
+) -> None:
+    """Follow a job until it ends: progress, best so far, front size."""
+    while True:
+        job = request("GET", server, f"/jobs/{job_id}", token)
+        front = request("GET", server, f"/jobs/{job_id}/pareto", token)["front"]
+        typer.echo(f"{_summary(job)}, front {len(front)}")
+        if job["status"] in FINAL:
+            if job.get("error"):
+                typer.echo(f"error: {job['error']}")
+            return
+        time.sleep(interval)
+
+
+def _transition(action: str):
+    def command(job_id: JobId, server: Server = DEFAULT_SERVER, token: Token = None) -> None:
+        typer.echo(_summary(request("POST", server, f"/jobs/{job_id}/{action}", token)))
+
+    command.__doc__ = f"{action.capitalize()} a job."
+    return command
+
+
+pause_cmd, resume_cmd, cancel_cmd = (_transition(a) for a in ("pause", "resume", "cancel"))

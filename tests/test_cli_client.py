@@ -1,0 +1,96 @@
+"""The CLI against a real server: `nas serve` (uvicorn) on a free port."""
+
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from test_cli_space import nas
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "quick.yaml"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    home = tmp_path_factory.mktemp("serve")
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "api.cli",
+            "serve",
+            "--no-runner",
+            "--port",
+            str(port),
+            "--database-url",
+            f"sqlite:///{home / 'nas.db'}",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/api/v1/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            time.sleep(0.2)
+    else:
+        process.kill()
+        pytest.fail(f"server did not start: {process.stdout.read()}")
+    yield url
+    process.terminate()
+    process.wait(timeout=30)
+
+
+def test_submit_and_drive_a_job(server, tmp_path):
+    submitted = nas("submit", str(EXAMPLE), "--server", server)
+    assert submitted.returncode == 0, submitted.stderr
+    job_id = submitted.stdout.strip()
+    assert job_id.isdigit()
+    listed = nas("jobs", "--server", server)
+    assert listed.returncode == 0 and "quick" in listed.stdout
+    status = nas("status", job_id, "--server", server)
+    assert "queued" in status.stdout and "0/6 done" in status.stdout
+    assert "paused" in nas("pause", job_id, "--server", server).stdout
+    again = nas("pause", job_id, "--server", server)
+    assert again.returncode == 2 and "cannot pause a job that is paused" in again.stderr
+    assert "running" in nas("resume", job_id, "--server", server).stdout
+    assert "cancelled" in nas("cancel", job_id, "--server", server).stdout
+    watched = nas("watch", job_id, "--server", server, "--interval", "0.2")
+    assert watched.returncode == 0 and "cancelled" in watched.stdout
+
+
+def test_relative_dataset_paths_are_relative_to_the_job_file(server, tmp_path, shakespeare):
+    corpus = tmp_path / "data" / "corpus.txt"
+    corpus.parent.mkdir()
+    corpus.write_bytes(Path(shakespeare.removeprefix("text:")).read_bytes()[:200_000])
+    job = tmp_path / "job.yaml"
+    job.write_text("name: rel\ndataset: text:data/corpus.txt\n")
+    submitted = nas("submit", str(job), "--server", server)
+    assert submitted.returncode == 0, submitted.stderr
+    detail = httpx.get(f"{server}/api/v1/jobs/{submitted.stdout.strip()}").json()
+    assert detail["config"]["dataset"] == f"text:{corpus.resolve()}"
+
+
+def test_refusals_name_the_field_and_no_server_says_how_to_start_one(server, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: bad\ndataset: builtin:stdlib\nworkers: {concurrency: 0}\n")
+    refused = nas("submit", str(bad), "--server", server)
+    assert refused.returncode == 2 and "workers.concurrency" in refused.stderr
+    missing = nas("status", "4242", "--server", server)
+    assert missing.returncode == 2 and "404" in missing.stderr
+    nowhere = nas("jobs", "--server", "http://127.0.0.1:9")
+    assert nowhere.returncode == 2 and "nas serve" in nowhere.stderr
