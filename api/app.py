@@ -5,7 +5,10 @@ from __future__ import annotations
 from fastapi import FastAPI, Request, status
 from fastapi.responses import JSONResponse
 
-from api.routers import candidates, jobs, meta
+from api.deps import get_db
+from api.docs import install_offline_docs
+from api.observability import install_observability
+from api.routers import candidates, events, export, jobs, meta
 from nas_service.jobs import JobConflict, JobError, JobNotFound
 
 API_PREFIX = "/api/v1"
@@ -27,9 +30,11 @@ def _not_found(_: Request, exc: JobNotFound) -> JSONResponse:
 
 
 def create_app() -> FastAPI:
-    app = FastAPI(title="nas-service", version="0.1.0")
-    for router in (jobs.router, candidates.router, meta.router):
+    app = FastAPI(title="nas-service", version="0.1.0", docs_url=None, redoc_url=None)
+    for router in (jobs.router, candidates.router, export.router, events.router, meta.router):
         app.include_router(router, prefix=API_PREFIX)
+    install_observability(app, get_db)
+    install_offline_docs(app)  # Swagger UI from an installed package: works offline
     app.add_exception_handler(JobError, _field_error)
     app.add_exception_handler(JobNotFound, _not_found)
     return app

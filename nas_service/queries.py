@@ -13,7 +13,14 @@ from sqlalchemy import delete, func, select
 
 from nas_service.db import Database
 from nas_service.jobs import JobConflict, JobError, JobNotFound
-from nas_service.models import CANDIDATE_STATUSES, RESULT_COLUMNS, Candidate, Job
+from nas_service.models import (
+    CANDIDATE_FINISHED,
+    CANDIDATE_STATUSES,
+    RESULT_COLUMNS,
+    Candidate,
+    Job,
+    JobEvent,
+)
 from nas_service.pareto import hypervolume_2d, pareto_front
 
 SORTABLE = (
@@ -211,3 +218,64 @@ def hypervolume_history(db: Database, job_id: int, max_points: int = 500) -> dic
         picks = sorted({round(i * (len(trials) - 1) / (max_points - 1)) for i in range(max_points)})
         trials, volumes = [trials[i] for i in picks], [volumes[i] for i in picks]
     return {"reference": reference, "trials": trials, "hypervolume": volumes}
+
+
+def export_inputs(db: Database, candidate_id: int) -> tuple[dict, dict, list[dict]]:
+    """A candidate and its job as plain dicts shaped like their rows, and its lineage."""
+    row, _, chain = candidate(db, candidate_id)
+    with db.sessions() as session:
+        job = session.get(Job, row.job_id)
+        job_data = {c.name: getattr(job, c.name) for c in Job.__table__.columns}
+    row_data = {c.name: getattr(row, c.name) for c in Candidate.__table__.columns}
+    lineage = [{"id": c.id, "spec_hash": c.spec_hash, "mutation": c.mutation} for c in chain]
+    return row_data, job_data, lineage
+
+
+def events_after(
+    db: Database, job_id: int, after: int, page: int = 500
+) -> tuple[str | None, list[JobEvent]]:
+    """The job's status (None once deleted), then up to page of its events with id > `after`.
+
+    The status is read first, so the events read after it include every event committed
+    with (or before) a final status.
+    """
+    with db.sessions() as session:
+        status = session.scalar(select(Job.status).where(Job.id == job_id))
+        query = (
+            select(JobEvent)
+            .where(JobEvent.job_id == job_id, JobEvent.id > after)
+            .order_by(JobEvent.id)
+            .limit(page)
+        )
+        return status, list(session.scalars(query))
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    trials: dict[str, int]
+    trial_seconds: float
+    queued_candidates: int
+    queued_jobs: int
+
+
+def snapshot(db: Database) -> Snapshot:
+    """Candidates by status, training seconds of finished ones, and queued work."""
+    with db.sessions() as session:
+        counts = session.execute(
+            select(Candidate.status, func.count()).group_by(Candidate.status)
+        ).all()
+        seconds = session.scalar(
+            select(func.coalesce(func.sum(Candidate.train_s), 0.0)).where(
+                Candidate.status.in_(CANDIDATE_FINISHED)
+            )
+        )
+        queued_jobs = session.scalar(
+            select(func.count()).select_from(Job).where(Job.status == "queued")
+        )
+    trials = {status: count for status, count in counts}
+    return Snapshot(
+        trials=trials,
+        trial_seconds=float(seconds or 0.0),
+        queued_candidates=trials.get("queued", 0),
+        queued_jobs=queued_jobs or 0,
+    )

@@ -175,3 +175,91 @@ def test_pareto_and_hypervolume(client, populated):
     volumes = history["hypervolume"]
     assert all(b >= a for a, b in itertools.pairwise(volumes)) and volumes[-1] > 0
     assert client.get(f"{API}/jobs/999/pareto").status_code == 404
+
+
+def test_export_formats(client, database, shakespeare):
+    import json as jsonlib
+
+    from search_space import baseline, spec_hash
+
+    job = client.post(f"{API}/jobs", json=job_body(shakespeare)).json()
+    spec = baseline("glam")
+    with database.transaction() as session:
+        parent = Candidate(
+            job_id=job["id"],
+            spec=spec.model_dump(mode="json"),
+            birth=0,
+            spec_hash=spec_hash(spec),
+            mutation="initial",
+            status="completed",
+        )
+        session.add(parent)
+        session.flush()
+        child = Candidate(
+            job_id=job["id"],
+            spec=spec.model_dump(mode="json"),
+            birth=1,
+            spec_hash="other",
+            mutation="swap 0 and 1",
+            status="completed",
+            parent_id=parent.id,
+            perplexity=7.5,
+            step_time_ms=90.0,
+            device={"platform": "cpu"},
+        )
+        session.add(child)
+        session.flush()
+        child_id = child.id
+    url = f"{API}/candidates/{child_id}/export"
+    bundle = client.get(url).json()
+    assert bundle["spec"] == spec.model_dump(mode="json")
+    assert bundle["metrics"]["perplexity"] == 7.5
+    assert bundle["lineage"][0]["mutation"] == "initial"
+    manifest = bundle["manifest"]
+    assert manifest["dataset"]["checksum"] == job["data_checksum"]
+    assert manifest["device"] == {"platform": "cpu"} and manifest["versions"]["jax"]
+    jsonlib.dumps(bundle, allow_nan=False)
+    config = client.get(url, params={"format": "config", "target": "1B"}).json()
+    assert config["scale"]["within_tolerance"] and config["spec"]["repeats"] == 6
+    module = client.get(url, params={"format": "flax"})
+    assert module.headers["content-type"].startswith("text/x-python")
+    compile(module.text, "candidate.py", "exec")
+    bad = client.get(url, params={"format": "config", "target": "lots"})
+    assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["query", "target"]
+    assert client.get(url, params={"format": "zip"}).status_code == 422
+    assert client.get(f"{API}/candidates/99999/export").status_code == 404
+
+
+@pytest.fixture
+def tokens(monkeypatch):
+    from api.auth import get_auth_settings
+
+    monkeypatch.setenv("NAS_API_TOKENS", "ada:secret-a,bob:secret-b")
+    get_auth_settings.cache_clear()
+    yield monkeypatch
+    get_auth_settings.cache_clear()
+
+
+def test_writes_need_a_token_and_record_its_owner(client, database, shakespeare, tokens):
+    body = job_body(shakespeare)
+    missing = client.post(f"{API}/jobs", json=body)
+    assert missing.status_code == 401 and missing.headers["www-authenticate"] == "Bearer"
+    wrong = client.post(f"{API}/jobs", json=body, headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 403 and "nope" not in wrong.text
+    assert count_jobs(database) == 0
+    created = client.post(f"{API}/jobs", json=body, headers={"Authorization": "Bearer secret-b"})
+    assert created.status_code == 201 and created.json()["owner"] == "bob"
+    job_url = f"{API}/jobs/{created.json()['id']}"
+    assert client.get(job_url).status_code == 200  # reads stay open by default
+    assert client.post(f"{job_url}/cancel").status_code == 401
+
+
+def test_reads_can_be_closed(client, shakespeare, tokens):
+    from api.auth import get_auth_settings
+
+    tokens.setenv("NAS_AUTH_READS", "true")
+    get_auth_settings.cache_clear()
+    assert client.get(f"{API}/jobs").status_code == 401
+    ok = client.get(f"{API}/jobs", headers={"Authorization": "Bearer secret-a"})
+    assert ok.status_code == 200
+    assert client.get(f"{API}/healthz").status_code == 200  # probes stay open

@@ -12,8 +12,8 @@ from search_space import PRESETS, ArchSpec, baseline, cost
 NAS = str(Path(sys.executable).with_name("nas"))
 
 
-def nas(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([NAS, *args], capture_output=True, text=True, timeout=60)
+def nas(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([NAS, *args], capture_output=True, text=True, timeout=timeout)
 
 
 def test_sample_prints_valid_seeded_specs():
@@ -87,10 +87,3 @@ def test_bad_options_name_the_option(tmp_path):
     path.write_text(baseline("dense").to_json())
     target = nas("space", "scale", str(path), "--target", "lots")
     assert target.returncode == 2 and "target" in target.stderr
-
-
-def test_demo_prints_baselines_and_samples():
-    out = nas("demo", "--n", "2")
-    assert out.returncode == 0, out.stderr
-    assert "glam" in out.stdout and "sample 1" in out.stdout
-    ArchSpec.from_json(out.stdout.strip().splitlines()[-1])

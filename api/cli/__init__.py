@@ -6,6 +6,7 @@ import typer
 
 from api.cli.client import (
     cancel_cmd,
+    export_cmd,
     jobs_cmd,
     pause_cmd,
     resume_cmd,
@@ -13,9 +14,10 @@ from api.cli.client import (
     submit_cmd,
     watch_cmd,
 )
+from api.cli.demo import demo
 from api.cli.runner import runner_cmd
 from api.cli.serve import serve_cmd
-from api.cli.space import demo, space_app
+from api.cli.space import space_app
 from api.cli.train import train_proxy_cmd
 
 app = typer.Typer(
@@ -36,6 +38,7 @@ app.command("watch")(watch_cmd)
 app.command("pause")(pause_cmd)
 app.command("resume")(resume_cmd)
 app.command("cancel")(cancel_cmd)
+app.command("export")(export_cmd)
 
 
 def main() -> None:

@@ -26,12 +26,12 @@ JobId = Annotated[int, typer.Argument(help="Job id.")]
 DEFAULT_SERVER = "http://127.0.0.1:8000"
 
 
-def request(method: str, server: str, path: str, token: str | None, **kwargs: Any) -> Any:
+def call(method: str, server: str, path: str, token: str | None, **kwargs: Any) -> httpx.Response:
     """Call the API; refusals print the server's message with its field, and exit 2."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     url = f"{server.rstrip('/')}/api/v1{path}"
     try:
-        response = httpx.request(method, url, headers=headers, timeout=30, **kwargs)
+        response = httpx.request(method, url, headers=headers, timeout=120, **kwargs)
     except httpx.TransportError:
         fail(f"no server at {server}: start one with `nas serve` (or pass --server)")
     if response.status_code >= 400:
@@ -45,6 +45,11 @@ def request(method: str, server: str, path: str, token: str | None, **kwargs: An
                 for item in detail
             )
         fail(f"{response.status_code}: {detail}")
+    return response
+
+
+def request(method: str, server: str, path: str, token: str | None, **kwargs: Any) -> Any:
+    response = call(method, server, path, token, **kwargs)
     return response.json() if response.content else None
 
 
@@ -133,3 +138,33 @@ def _transition(action: str):
 
 
 pause_cmd, resume_cmd, cancel_cmd = (_transition(a) for a in ("pause", "resume", "cancel"))
+
+
+def export_cmd(
+    candidate_id: Annotated[
+        int | None, typer.Argument(help="Candidate id (or use --job with --best).")
+    ] = None,
+    job: Annotated[int | None, typer.Option(help="Export this job's best candidate.")] = None,
+    best: Annotated[bool, typer.Option(help="With --job: its best completed candidate.")] = False,
+    format: Annotated[str, typer.Option(help="json, flax or config.")] = "json",
+    target: Annotated[str | None, typer.Option(help="100M, 1B, 8B or a number.")] = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="File to write.")] = None,
+    server: Server = DEFAULT_SERVER,
+    token: Token = None,
+) -> None:
+    """Export a candidate: JSON with its manifest, a standalone Flax module, or a scaled config."""
+    if (candidate_id is None) == (job is None) or (job is not None and not best):
+        fail("give CANDIDATE_ID, or --job JOB --best")
+    if job is not None:
+        candidate_id = request("GET", server, f"/jobs/{job}", token)["progress"][
+            "best_candidate_id"
+        ]
+        if candidate_id is None:
+            fail(f"--job: job {job} has no completed candidate yet")
+    params = {"format": format, **({"target": target} if target else {})}
+    response = call("GET", server, f"/candidates/{candidate_id}/export", token, params=params)
+    if output is None:
+        typer.echo(response.text)
+    else:
+        output.write_text(response.text)
+        typer.echo(f"wrote {output}")

@@ -26,6 +26,7 @@ def serve_cmd(
     import uvicorn
 
     from api.app import create_app
+    from api.auth import warn_if_exposed
     from nas_service.db import upgrade
     from nas_service.settings import get_settings
 
@@ -35,6 +36,9 @@ def serve_cmd(
         os.environ["NAS_RAY_ADDRESS"] = ray_address
     get_settings.cache_clear()
     settings = get_settings()
+    warning = warn_if_exposed(host)  # also fails early on a malformed NAS_API_TOKENS
+    if warning:
+        typer.echo(f"warning: {warning}", err=True)
     upgrade(settings.resolved_database_url)
     process = None
     if runner:  # its own process: Ray's driver and JAX stay out of the API's event loop

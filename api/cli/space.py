@@ -145,26 +145,3 @@ def scale_cmd(
         f"target {result.target} ({result.target_params:,} activated, recipe {result.recipe}): "
         f"{result.relative_error:+.1%} {'within' if result.within_tolerance else 'outside'} ±10%"
     )
-
-
-def demo(
-    n: Annotated[int, typer.Option(min=1, max=100, help="How many blocks to sample.")] = 5,
-    seed: Annotated[int, typer.Option(min=0)] = 0,
-) -> None:
-    """Sample a few proxy-cpu blocks and print their costs next to the baselines."""
-    space = get_preset("proxy-cpu")
-    rng = np.random.default_rng(seed)
-    table = Table("block", "params", "activated", "fwd MFLOPs/token", title="proxy-cpu")
-    named = [(name, baseline(name, space)) for name in BASELINES]
-    sampled = [(f"sample {i}", sample(space, rng)) for i in range(n)]
-    for label, spec in named + sampled:
-        report = cost(spec)
-        table.add_row(
-            f"{label}: {describe(spec)}",
-            f"{report.params_total:,}",
-            f"{report.params_activated:,}",
-            f"{report.flops_per_token / 1e6:.2f}",
-        )
-    console.print(table)
-    console.print("\nThe first sample scaled to 100M activated parameters:")
-    typer.echo(scale(sampled[0][1], "100M").spec.to_json())

@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
+from api.auth import ReadOwner
 from api.deps import DbDep
 from api.schemas import (
     CandidateDetail,
@@ -47,6 +48,7 @@ def _csv(rows: list) -> Iterator[str]:
 def list_candidates(
     job_id: int,
     db: DbDep,
+    _: ReadOwner,
     status: Annotated[str | None, Query(description="Only candidates with this status.")] = None,
     sort: Annotated[str, Query(description="Any metric column, e.g. perplexity.")] = "birth",
     order: Literal["asc", "desc"] = "asc",
@@ -70,7 +72,7 @@ def list_candidates(
 
 
 @router.get("/candidates/{candidate_id}", response_model=CandidateDetail)
-def get_candidate(candidate_id: int, db: DbDep) -> CandidateDetail:
+def get_candidate(candidate_id: int, db: DbDep, _: ReadOwner) -> CandidateDetail:
     row, curve, chain = queries.candidate(db, candidate_id)
     base = CandidatePublic.model_validate(row).model_dump()
     return CandidateDetail(
@@ -86,7 +88,7 @@ def get_candidate(candidate_id: int, db: DbDep) -> CandidateDetail:
 
 
 @router.get("/jobs/{job_id}/pareto", response_model=ParetoPublic)
-def pareto(job_id: int, db: DbDep) -> ParetoPublic:
+def pareto(job_id: int, db: DbDep, _: ReadOwner) -> ParetoPublic:
     points = queries.pareto(db, job_id)
     front = sorted((p for p in points if p.on_front), key=lambda p: p.step_time_ms)
     return ParetoPublic(
@@ -97,5 +99,5 @@ def pareto(job_id: int, db: DbDep) -> ParetoPublic:
 
 
 @router.get("/jobs/{job_id}/hypervolume", response_model=HypervolumePublic)
-def hypervolume(job_id: int, db: DbDep) -> HypervolumePublic:
+def hypervolume(job_id: int, db: DbDep, _: ReadOwner) -> HypervolumePublic:
     return HypervolumePublic(**queries.hypervolume_history(db, job_id))

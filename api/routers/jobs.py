@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 from fastapi import APIRouter, Response, status
 
+from api.auth import ReadOwner, WriteOwner
 from api.deps import DbDep
 from api.schemas import JobCreate, JobPublic, JobsPublic, Progress
 from nas_service import jobs, queries
@@ -36,37 +37,37 @@ def public(db, job: Job, with_progress: bool = True) -> JobPublic:
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=JobPublic)
-def submit_job(body: JobCreate, db: DbDep) -> JobPublic:
-    return public(db, jobs.submit(db, body))
+def submit_job(body: JobCreate, db: DbDep, owner: WriteOwner) -> JobPublic:
+    return public(db, jobs.submit(db, body, owner=owner))
 
 
 @router.get("", response_model=JobsPublic)
-def list_jobs(db: DbDep) -> JobsPublic:
+def list_jobs(db: DbDep, _: ReadOwner) -> JobsPublic:
     found = jobs.list_jobs(db)
     return JobsPublic(items=[public(db, job) for job in found], total=len(found))
 
 
 @router.get("/{job_id}", response_model=JobPublic)
-def get_job(job_id: int, db: DbDep) -> JobPublic:
+def get_job(job_id: int, db: DbDep, _: ReadOwner) -> JobPublic:
     return public(db, jobs.get(db, job_id))
 
 
 @router.post("/{job_id}/pause", response_model=JobPublic)
-def pause_job(job_id: int, db: DbDep) -> JobPublic:
+def pause_job(job_id: int, db: DbDep, _: WriteOwner) -> JobPublic:
     return public(db, jobs.transition(db, job_id, "pause"))
 
 
 @router.post("/{job_id}/resume", response_model=JobPublic)
-def resume_job(job_id: int, db: DbDep) -> JobPublic:
+def resume_job(job_id: int, db: DbDep, _: WriteOwner) -> JobPublic:
     return public(db, jobs.transition(db, job_id, "resume"))
 
 
 @router.post("/{job_id}/cancel", response_model=JobPublic)
-def cancel_job(job_id: int, db: DbDep) -> JobPublic:
+def cancel_job(job_id: int, db: DbDep, _: WriteOwner) -> JobPublic:
     return public(db, jobs.transition(db, job_id, "cancel"))
 
 
 @router.delete("/{job_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_job(job_id: int, db: DbDep) -> Response:
+def delete_job(job_id: int, db: DbDep, _: WriteOwner) -> Response:
     queries.delete_job(db, job_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

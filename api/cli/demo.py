@@ -1,0 +1,144 @@
+"""`nas demo`: the main job on the embedded default (SQLite, local Ray, built-in corpus).
+
+Starts `nas serve` (API + runner), submits a small search sized for about five minutes on
+2 CPU cores, follows it, then prints the Pareto front and exports the best candidate.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import httpx
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from api.cli.client import FINAL, request
+from api.cli.space import fail
+from search_space import ArchSpec, describe
+
+console = Console()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_until_up(url: str, process: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            fail(f"the server exited with status {process.returncode}")
+        try:
+            if httpx.get(f"{url}/api/v1/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.3)
+    fail(f"the server did not answer at {url} within {timeout:.0f} s")
+
+
+def demo(
+    trials: Annotated[int, typer.Option(min=1, max=10_000, help="Trials in the search.")] = 20,
+    budget: Annotated[float, typer.Option(min=0.5, help="Training seconds per trial.")] = 15.0,
+    concurrency: Annotated[int, typer.Option(min=1, max=64)] = 2,
+    port: Annotated[int | None, typer.Option(help="API port (default: a free one).")] = None,
+    home: Annotated[
+        Path | None, typer.Option(help="State directory (default: NAS_HOME or ~/.nas-service).")
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Where the best candidate's export goes.")] = Path(
+        "nas-demo"
+    ),
+) -> None:
+    """Run a small search end to end on this machine and export its best block."""
+    env = dict(os.environ)
+    if home is not None:
+        env["NAS_HOME"] = str(home)
+    port = port or _free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "api.cli", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_until_up(url, server)
+        job = request(
+            "POST",
+            url,
+            "/jobs",
+            None,
+            json={
+                "name": "demo",
+                "dataset": "builtin:stdlib",
+                "search_space": {"preset": "proxy-cpu"},
+                "objective": {"mode": "pareto"},
+                "trial": {"budget_s": budget},
+                "limits": {"max_trials": trials},
+                "evolution": {
+                    "population_size": max(2, min(8, trials)),
+                    "tournament_size": max(1, min(3, trials)),
+                },
+                "workers": {"concurrency": concurrency},
+            },
+        )
+        console.print(
+            f"job {job['id']} submitted: {trials} trials of {budget:g} s on "
+            f"{concurrency} slots. API {url}/api/v1, docs {url}/docs"
+        )
+        while job["status"] not in FINAL:
+            time.sleep(2.0)
+            job = request("GET", url, f"/jobs/{job['id']}", None)
+            p = job["progress"]
+            best = p["best_perplexity"]
+            console.print(
+                f"  {job['status']}: {p['done']}/{p['total']} done, {p['running']} running, "
+                f"best perplexity {'-' if best is None else f'{best:.3f}'}"
+                + (f", ETA {p['eta_s']:.0f} s" if p.get("eta_s") else "")
+            )
+        if job["status"] != "completed":
+            fail(f"the search ended {job['status']}: {job.get('error')}")
+        _report(url, job, out)
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+def _report(url: str, job: dict, out: Path) -> None:
+    """The Pareto front as a table, and the best candidate exported into `out`."""
+    pareto = request("GET", url, f"/jobs/{job['id']}/pareto", None)
+    points = {p["id"]: p for p in pareto["points"]}
+    table = Table("candidate", "perplexity", "step ms", "block", title="Pareto front")
+    for candidate_id in pareto["front"]:
+        detail = request("GET", url, f"/candidates/{candidate_id}", None)
+        baseline = " (baseline)" if points[candidate_id]["is_baseline"] else ""
+        table.add_row(
+            f"{candidate_id}{baseline}",
+            f"{points[candidate_id]['perplexity']:.3f}",
+            f"{points[candidate_id]['step_time_ms']:.1f}",
+            describe(ArchSpec.model_validate(detail["spec"])),
+        )
+    console.print(table)
+    best = job["progress"]["best_candidate_id"]
+    out.mkdir(parents=True, exist_ok=True)
+    exports = {
+        "best.json": {"format": "json"},
+        "best_model.py": {"format": "flax"},
+        "best_100M.json": {"format": "config", "target": "100M"},
+    }
+    for name, params in exports.items():
+        response = httpx.get(f"{url}/api/v1/candidates/{best}/export", params=params, timeout=120)
+        response.raise_for_status()
+        (out / name).write_text(response.text)
+    console.print(f"best candidate {best}: exported to {out}/ ({', '.join(exports)})")

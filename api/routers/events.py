@@ -1,0 +1,95 @@
+"""/jobs/{job_id}/events: a job's events as server-sent events, live while it runs.
+
+The runner is another process, so the stream polls the job_events table for rows above the
+last id it sent. A client resumes with the `Last-Event-ID` header (browsers send it when they
+reconnect) or `?since=<event id>`; FastAPI adds a `: ping` comment after 15 s of silence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Annotated, Any
+
+import anyio
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.sse import EventSourceResponse, ServerSentEvent
+from pydantic import BaseModel, Field
+
+from api.deps import DbDep
+from nas_service import jobs, queries
+from nas_service.models import CANDIDATE_STATUSES, JobEvent
+
+router = APIRouter(tags=["events"])
+
+POLL_INTERVAL_S = 0.5
+FINAL_STATUSES = ("completed", "failed", "cancelled")
+
+
+PAGE = 500  # events read per query
+
+
+class EventPublic(BaseModel):
+    """The `data` of one SSE message."""
+
+    id: int
+    job_id: int
+    kind: str
+    message: str
+    status: str | None = Field(
+        description="The job's status (job events) or the candidate's final status (trial)."
+    )
+    candidate_id: int | None
+    job_status: str | None = Field(description="The job's status when the event was sent.")
+    created_at: datetime
+    data: dict[str, Any] | None
+
+
+def public(event: JobEvent, job_status: str | None) -> EventPublic:
+    data = event.data or {}
+    if event.kind == "trial":
+        status = event.message if event.message in CANDIDATE_STATUSES else None
+    else:
+        status = data.get("status")
+    return EventPublic(
+        id=event.id,
+        job_id=event.job_id,
+        kind=event.kind,
+        message=event.message,
+        status=status,
+        candidate_id=data.get("candidate_id"),
+        job_status=job_status,
+        created_at=event.created_at,
+        data=event.data,
+    )
+
+
+def existing_job(job_id: int, db: DbDep) -> int:
+    """404 before the stream starts, not inside it."""
+    return jobs.get(db, job_id).id
+
+
+@router.get("/jobs/{job_id}/events", response_class=EventSourceResponse)
+async def stream_job_events(
+    request: Request,
+    job_id: Annotated[int, Depends(existing_job)],
+    db: DbDep,
+    since: Annotated[int, Query(ge=0, description="Send only events with a larger id.")] = 0,
+    last_event_id: Annotated[int | None, Header(ge=0)] = None,
+) -> AsyncIterator[ServerSentEvent]:
+    """Stream the job's events (`event:` job or trial); ends once the job is finished.
+
+    `Last-Event-ID` takes precedence over `since`.
+    """
+    after = last_event_id if last_event_id is not None else since
+    while not await request.is_disconnected():
+        status, events = await run_in_threadpool(queries.events_after, db, job_id, after, PAGE)
+        for event in events:
+            yield ServerSentEvent(id=str(event.id), event=event.kind, data=public(event, status))
+            after = event.id
+        if len(events) == PAGE:
+            continue
+        if status is None or status in FINAL_STATUSES:
+            return
+        await anyio.sleep(POLL_INTERVAL_S)

@@ -1,0 +1,50 @@
+"""/candidates/{id}/export: a winner as JSON with a manifest, a Flax module or a scaled config."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query
+from fastapi.responses import Response
+
+from api.auth import ReadOwner
+from api.deps import DbDep
+from nas_service import export, queries
+from nas_service.jobs import JobError
+from search_space import ArchSpec
+
+router = APIRouter(tags=["export"])
+
+
+@router.get(
+    "/candidates/{candidate_id}/export",
+    responses={200: {"content": {"application/json": {}, "text/x-python": {}}}},
+)
+def export_candidate(
+    candidate_id: int,
+    db: DbDep,
+    _: ReadOwner,
+    format: Literal["json", "flax", "config"] = "json",
+    target: Annotated[
+        str | None, Query(description="100M, 1B, 8B or a parameter count (flax and config).")
+    ] = None,
+) -> Response:
+    row, job, lineage = queries.export_inputs(db, candidate_id)
+    spec = ArchSpec.model_validate(row["spec"])
+    try:
+        if format == "flax":
+            source = export.flax_module(spec, target)
+            filename = f"candidate-{candidate_id}{f'-{target}' if target else ''}.py"
+            headers = {"Content-Disposition": f'attachment; filename="{filename}"'}
+            return Response(source, media_type="text/x-python", headers=headers)
+        body = (
+            export.export_config(spec, target)
+            if format == "config"
+            else export.export_json(row, job, lineage)
+        )
+    except ValueError as exc:
+        if not str(exc).startswith("target"):
+            raise
+        raise JobError("target", str(exc).removeprefix("target: ")) from exc
+    return Response(json.dumps(body, default=str), media_type="application/json")

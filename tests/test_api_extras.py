@@ -1,0 +1,203 @@
+"""Live job events (SSE), Prometheus metrics and offline docs, on SQLite and PostgreSQL."""
+
+import json
+import re
+import threading
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import update
+
+from api.app import create_app
+from api.deps import get_db
+from api.routers import events
+from nas_service.models import Candidate, Job, JobEvent
+
+API = "/api/v1"
+
+
+@pytest.fixture
+def app(database) -> FastAPI:
+    app = create_app()  # events, metrics and offline docs included
+    app.dependency_overrides[get_db] = lambda: database
+    return app
+
+
+@pytest.fixture
+def client(app):
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def job_id(client, shakespeare) -> int:
+    created = client.post(f"{API}/jobs", json={"name": "x", "dataset": shakespeare})
+    assert created.status_code == 201, created.text
+    return created.json()["id"]
+
+
+def add_events(database, job_id: int, *events: tuple[str, str, dict]) -> list[int]:
+    with database.transaction() as session:
+        rows = [JobEvent(job_id=job_id, kind=k, message=m, data=d) for k, m, d in events]
+        session.add_all(rows)
+        session.flush()
+        return [row.id for row in rows]
+
+
+def finish(database, job_id: int, status: str = "completed") -> int:
+    """What the runner does at the end: the final status and its event, in one transaction."""
+    with database.transaction() as session:
+        session.execute(update(Job).where(Job.id == job_id).values(status=status))
+        event = JobEvent(job_id=job_id, kind="job", message=status, data={"status": status})
+        session.add(event)
+        session.flush()
+        return event.id
+
+
+def read_stream(client, job_id: int, **kwargs) -> list[dict]:
+    """The SSE messages of a stream that ends by itself; comments are dropped."""
+    with client.stream("GET", f"{API}/jobs/{job_id}/events", **kwargs) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        text = response.read().decode()
+    messages = []
+    for block in filter(None, text.split("\n\n")):
+        fields = dict(
+            line.split(": ", 1) for line in block.splitlines() if not line.startswith(":")
+        )
+        if fields:
+            messages.append({**fields, "data": json.loads(fields["data"])})
+    return messages
+
+
+def test_events_stream_in_order_and_end_with_the_job(client, database, job_id):
+    trial_ids = add_events(
+        database,
+        job_id,
+        ("job", "claimed", {"runner": "r1", "candidates": 0}),
+        ("trial", "completed", {"candidate_id": 7}),
+        ("trial", "retry", {"candidate_id": 8, "attempt": 1}),
+    )
+    final_id = finish(database, job_id)
+
+    messages = read_stream(client, job_id)
+
+    ids = [int(m["id"]) for m in messages]
+    assert ids == sorted(ids) and ids[-3:-1] == trial_ids[1:] and ids[-1] == final_id
+    assert [m["event"] for m in messages] == ["job", "job", "trial", "trial", "job"]
+    submitted, claimed, trial, retry, completed = (m["data"] for m in messages)
+    assert submitted["message"] == "submitted" and submitted["status"] == "queued"
+    assert claimed["status"] is None and claimed["data"]["runner"] == "r1"
+    assert trial == trial | {"candidate_id": 7, "status": "completed", "job_id": job_id}
+    assert retry["candidate_id"] == 8 and retry["status"] is None and retry["message"] == "retry"
+    assert completed["status"] == completed["job_status"] == "completed"
+    assert all(m["data"]["id"] == int(m["id"]) for m in messages)
+
+
+def test_resume_from_last_event_id_or_since(client, database, job_id):
+    first, second = add_events(
+        database, job_id, ("trial", "completed", {"candidate_id": 1}), ("trial", "failed", {})
+    )
+    final_id = finish(database, job_id, "failed")
+
+    def ids(**kwargs) -> list[int]:
+        return [int(m["id"]) for m in read_stream(client, job_id, **kwargs)]
+
+    assert ids(headers={"Last-Event-ID": str(first)}) == [second, final_id]
+    assert ids(params={"since": second}) == [final_id]
+    assert ids(params={"since": 0}, headers={"Last-Event-ID": str(second)}) == [final_id]
+    assert ids(params={"since": final_id}) == []
+
+
+def test_stream_follows_a_running_job_until_it_finishes(client, database, job_id, monkeypatch):
+    monkeypatch.setattr(events, "POLL_INTERVAL_S", 0.02)
+
+    def runner() -> None:
+        add_events(database, job_id, ("trial", "completed", {"candidate_id": 3}))
+        finish(database, job_id, "cancelled")
+
+    timer = threading.Timer(0.2, runner)
+    timer.start()
+    try:
+        messages = read_stream(client, job_id)
+    finally:
+        timer.join()
+    assert [m["data"]["message"] for m in messages] == ["submitted", "completed", "cancelled"]
+    assert messages[1]["data"]["candidate_id"] == 3
+
+
+def test_unknown_job_is_404_and_bad_resume_points_422(client, job_id):
+    assert client.get(f"{API}/jobs/{job_id + 1}/events").status_code == 404
+    assert client.get(f"{API}/jobs/{job_id}/events", params={"since": -1}).status_code == 422
+    bad = client.get(f"{API}/jobs/{job_id}/events", headers={"Last-Event-ID": "x"})
+    assert bad.status_code == 422
+
+
+def metric_samples(client) -> dict[str, list]:
+    response = client.get("/metrics")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/")
+    families = text_string_to_metric_families(response.text)
+    return {family.name: family.samples for family in families}
+
+
+def test_metrics_report_trials_queue_and_latency(client, database, job_id):
+    rows = [("completed", 10.0), ("completed", 5.5), ("failed", 1.0), ("queued", None)]
+    with database.transaction() as session:
+        session.add_all(
+            Candidate(job_id=job_id, spec={}, spec_hash=f"h{i}", birth=i, status=s, train_s=t)
+            for i, (s, t) in enumerate(rows)
+        )
+    assert client.get(f"{API}/jobs").status_code == 200
+
+    samples = metric_samples(client)
+
+    trials = {s.labels["status"]: s.value for s in samples["nas_trials"]}
+    assert trials == {"queued": 1, "running": 0, "completed": 2, "failed": 1} | {
+        "pruned": 0,
+        "diverged": 0,
+        "cancelled": 0,
+    }
+    assert samples["nas_trial_train_seconds"][0].value == pytest.approx(16.5)
+    queue = {s.labels["queue"]: s.value for s in samples["nas_queue_depth"]}
+    assert queue == {"candidates": 1, "jobs": 1}
+    counts = {
+        (s.labels["method"], s.labels["route"], s.labels["status"]): s.value
+        for s in samples["nas_http_request_duration_seconds"]
+        if s.name.endswith("_count")
+    }
+    assert counts[("GET", f"{API}/jobs", "200")] == 1
+    assert counts[("POST", f"{API}/jobs", "201")] == 1
+    client.get(f"{API}/jobs/424242")
+    client.get("/no/such/path")
+    counts = {
+        (s.labels["route"], s.labels["status"])
+        for s in metric_samples(client)["nas_http_request_duration_seconds"]
+    }
+    assert (f"{API}/jobs/{{job_id}}", "404") in counts and ("<unmatched>", "404") in counts
+
+
+def test_each_app_has_its_own_registry(database):
+    apps = [create_app() for _ in range(2)]
+    assert apps[0].state.metrics is not apps[1].state.metrics
+
+
+def test_docs_are_served_without_a_cdn():
+    with TestClient(create_app()) as client:
+        page = client.get("/docs")
+        assert page.status_code == 200 and "SwaggerUIBundle" in page.text
+        assert not re.search(r"(src|href)=\"https?://", page.text)
+        assets = re.findall(r"(?:src|href)=\"(/[^\"]+)\"", page.text)
+        assert {a.rsplit(".", 1)[-1] for a in assets} == {"js", "css", "png"}
+        for asset in assets:
+            response = client.get(asset)
+            assert response.status_code == 200 and len(response.content) > 1000
+        assert (
+            client.get("/static/swagger/swagger-ui-bundle.js")
+            .headers["content-type"]
+            .startswith(("text/javascript", "application/javascript"))
+        )
+        assert "text/css" in client.get("/static/swagger/swagger-ui.css").headers["content-type"]
+        assert client.get("/openapi.json").json()["openapi"].startswith("3.")
+        assert client.get("/docs/oauth2-redirect").status_code == 200
