@@ -115,19 +115,19 @@ class Presets(BaseModel):
     job_config_schema: dict[str, Any]
 
 
-class FrontPoint(BaseModel):
-    id: int
-    perplexity: float
-    step_time_ms: float
-    status: str
-    feasible: bool | None
-    is_baseline: bool
-    on_front: bool
+class ScoredPoints(BaseModel):
+    """Every scored candidate, column by column (compact for 100,000 points)."""
+
+    id: list[int]
+    perplexity: list[float]
+    step_time_ms: list[float]
+    status: list[str]
+    feasible: list[bool | None]
 
 
 class ParetoPublic(BaseModel):
-    points: list[FrontPoint]
-    front: list[int]  # ids on the front, by step time
+    points: ScoredPoints
+    front: list[int]  # ids on the front of the feasible completed ones, by step time
     baselines: list[int]
 
 
@@ -135,3 +135,21 @@ class HypervolumePublic(BaseModel):
     reference: tuple[float, float] | None
     trials: list[int]
     hypervolume: list[float]
+
+
+class Message(BaseModel):
+    detail: str
+
+
+class FieldError(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class FieldErrors(BaseModel):
+    detail: list[FieldError]
+
+
+NOT_FOUND = {404: {"model": Message, "description": "No such job or candidate."}}
+CONFLICT = {409: {"model": FieldErrors, "description": "Not possible in the job's state."}}

@@ -23,6 +23,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
 
 JOB_STATUSES = ("queued", "running", "paused", "completed", "failed", "cancelled")
 JOB_ACTIVE = ("queued", "running", "paused")
@@ -42,6 +43,18 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+class UTCDateTime(TypeDecorator):
+    """A timezone-aware UTC datetime on every database (SQLite hands back naive ones)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_result_value(self, value: datetime | None, dialect: object) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
 class Base(DeclarativeBase):
     type_annotation_map: ClassVar = {dict[str, Any]: JSON, list[Any]: JSON}
 
@@ -57,10 +70,10 @@ class Job(Base):
     error: Mapped[str | None] = mapped_column(Text)
     data_checksum: Mapped[str | None] = mapped_column(String(64))
     runner_id: Mapped[str | None] = mapped_column(String(200))
-    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow
     )
@@ -76,6 +89,9 @@ class Candidate(Base):
         UniqueConstraint("job_id", "spec_hash", name="uq_candidates_job_spec"),
         UniqueConstraint("job_id", "birth", name="uq_candidates_job_birth"),
         Index("ix_candidates_job_status", "job_id", "status"),
+        Index("ix_candidates_job_perplexity", "job_id", "perplexity"),
+        Index("ix_candidates_job_step_time", "job_id", "step_time_ms"),
+        Index("ix_candidates_job_finished", "job_id", "finished_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -117,9 +133,9 @@ class Candidate(Base):
     device: Mapped[dict[str, Any] | None]
     smoothed_loss_at: Mapped[dict[str, Any] | None]
     # -------------------------------------------------------------------------------------
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     job: Mapped[Job] = relationship(back_populates="candidates")
     curve: Mapped[list[CurvePoint]] = relationship(
@@ -169,7 +185,7 @@ class JobEvent(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     kind: Mapped[str] = mapped_column(String(32))
     message: Mapped[str] = mapped_column(Text, default="")
     data: Mapped[dict[str, Any] | None]

@@ -206,17 +206,23 @@ def hypervolume_history(db: Database, job_id: int, max_points: int = 500) -> dic
     if not rows:
         return {"reference": None, "trials": [], "hypervolume": []}
     reference = (1.1 * max(r[0] for r in rows), 1.1 * max(r[1] for r in rows))
+    n = len(rows)
+    # Sample the curve at most `max_points` times; the front is kept up to date at every trial
+    # (cheap), the hypervolume computed only where sampled.
+    picks = (
+        {round(i * (n - 1) / (max_points - 1)) for i in range(max_points)}
+        if n > max_points
+        else set(range(n))
+    )
     front: list[tuple[float, float]] = []
     trials, volumes = [], []
-    for n, point in enumerate(rows, start=1):
-        point = (float(point[0]), float(point[1]))
+    for i, row in enumerate(rows):
+        point = (float(row[0]), float(row[1]))
         if not any(p[0] <= point[0] and p[1] <= point[1] for p in front):
             front = [p for p in front if not (point[0] <= p[0] and point[1] <= p[1])] + [point]
-        trials.append(n)
-        volumes.append(hypervolume_2d(front, reference))
-    if len(trials) > max_points:  # keep the shape, send little
-        picks = sorted({round(i * (len(trials) - 1) / (max_points - 1)) for i in range(max_points)})
-        trials, volumes = [trials[i] for i in picks], [volumes[i] for i in picks]
+        if i in picks:
+            trials.append(i + 1)
+            volumes.append(hypervolume_2d(front, reference))
     return {"reference": reference, "trials": trials, "hypervolume": volumes}
 
 

@@ -19,7 +19,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, timedelta
+from datetime import timedelta
 from typing import Any
 
 import ray
@@ -251,7 +251,7 @@ class Runner:
                 select(Candidate).where(Candidate.job_id == job_id).order_by(Candidate.birth)
             ).all()
             status, checksum = job.status, job.data_checksum
-            elapsed = (utcnow() - _aware(job.started_at)).total_seconds()
+            elapsed = (utcnow() - job.started_at).total_seconds()
         space = config.search_space.space()
         evolution = EvolutionConfig(
             population_size=config.evolution.population_size,
@@ -732,8 +732,3 @@ class Runner:
 
 def _row(candidate: Candidate) -> dict[str, Any]:
     return {name: getattr(candidate, name) for name in (*RESULT_COLUMNS, "status")}
-
-
-def _aware(moment: Any) -> Any:
-    """SQLite hands back naive datetimes: they are UTC."""
-    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment

@@ -163,13 +163,15 @@ def test_pareto_and_hypervolume(client, populated):
     from nas_service.pareto import pareto_front
 
     result = client.get(f"{API}/jobs/{populated['id']}/pareto").json()
-    completed = [p for p in result["points"] if p["status"] == "completed"]
+    columns = result["points"]
+    points = [{name: columns[name][i] for name in columns} for i in range(len(columns["id"]))]
+    completed = [p for p in points if p["status"] == "completed"]
     expected = {
         completed[i]["id"]
         for i in pareto_front([(p["perplexity"], p["step_time_ms"]) for p in completed])
     }
     assert set(result["front"]) == expected and expected
-    assert {p["status"] for p in result["points"]} == {"completed", "pruned"}
+    assert {p["status"] for p in points} == {"completed", "pruned"}
     history = client.get(f"{API}/jobs/{populated['id']}/hypervolume").json()
     assert history["trials"] == list(range(1, 11))
     volumes = history["hypervolume"]
@@ -263,3 +265,21 @@ def test_reads_can_be_closed(client, shakespeare, tokens):
     ok = client.get(f"{API}/jobs", headers={"Authorization": "Bearer secret-a"})
     assert ok.status_code == 200
     assert client.get(f"{API}/healthz").status_code == 200  # probes stay open
+
+
+def test_stream_tokens_open_the_event_stream_when_reads_are_closed(client, shakespeare, tokens):
+    from api.auth import get_auth_settings
+
+    tokens.setenv("NAS_AUTH_READS", "true")
+    get_auth_settings.cache_clear()
+    auth = {"Authorization": "Bearer secret-a"}
+    job = client.post(f"{API}/jobs", json=job_body(shakespeare), headers=auth).json()
+    client.post(f"{API}/jobs/{job['id']}/cancel", headers=auth)  # so the stream ends
+    events = f"{API}/jobs/{job['id']}/events"
+    assert client.get(events).status_code == 401
+    token = client.get(f"{API}/jobs/{job['id']}/stream-token", headers=auth).json()
+    assert token["expires_in_s"] > 0
+    streamed = client.get(events, params={"stream_token": token["stream_token"]})
+    assert streamed.status_code == 200 and "cancel" in streamed.text
+    forged = client.get(events, params={"stream_token": token["stream_token"][:-2] + "xx"})
+    assert forged.status_code == 403

@@ -6,7 +6,6 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import UTC
 from pathlib import Path
 
 import pytest
@@ -118,10 +117,10 @@ def test_diverging_candidates_are_recorded_and_the_search_goes_on(
 
 def running_candidate(db, job_id: int, after_s: float = 0.0) -> Candidate | None:
     for c in rows(db, job_id):
-        if c.status == "running" and c.started_at is not None and not c.is_baseline:
-            started = c.started_at.replace(tzinfo=c.started_at.tzinfo or UTC)  # SQLite: naive
-            if time.time() - started.timestamp() >= after_s:
-                return c
+        started = c.started_at
+        running = c.status == "running" and started is not None and not c.is_baseline
+        if running and time.time() - started.timestamp() >= after_s:
+            return c
     return None
 
 

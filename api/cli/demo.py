@@ -118,15 +118,17 @@ def demo(
 def _report(url: str, job: dict, out: Path) -> None:
     """The Pareto front as a table, and the best candidate exported into `out`."""
     pareto = request("GET", url, f"/jobs/{job['id']}/pareto", None)
-    points = {p["id"]: p for p in pareto["points"]}
+    columns = pareto["points"]
+    row_of = {candidate_id: i for i, candidate_id in enumerate(columns["id"])}
     table = Table("candidate", "perplexity", "step ms", "block", title="Pareto front")
     for candidate_id in pareto["front"]:
         detail = request("GET", url, f"/candidates/{candidate_id}", None)
-        baseline = " (baseline)" if points[candidate_id]["is_baseline"] else ""
+        baseline = " (baseline)" if candidate_id in pareto["baselines"] else ""
+        i = row_of[candidate_id]
         table.add_row(
             f"{candidate_id}{baseline}",
-            f"{points[candidate_id]['perplexity']:.3f}",
-            f"{points[candidate_id]['step_time_ms']:.1f}",
+            f"{columns['perplexity'][i]:.3f}",
+            f"{columns['step_time_ms'][i]:.1f}",
             describe(ArchSpec.model_validate(detail["spec"])),
         )
     console.print(table)

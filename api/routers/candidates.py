@@ -13,17 +13,18 @@ from fastapi.responses import StreamingResponse
 from api.auth import ReadOwner
 from api.deps import DbDep
 from api.schemas import (
+    NOT_FOUND,
     CandidateDetail,
     CandidatePublic,
     CandidatesPublic,
-    FrontPoint,
     HypervolumePublic,
     LineageStep,
     ParetoPublic,
+    ScoredPoints,
 )
 from nas_service import queries
 
-router = APIRouter(tags=["candidates"])
+router = APIRouter(tags=["candidates"], responses=NOT_FOUND)
 
 
 def _csv(rows: list) -> Iterator[str]:
@@ -91,8 +92,9 @@ def get_candidate(candidate_id: int, db: DbDep, _: ReadOwner) -> CandidateDetail
 def pareto(job_id: int, db: DbDep, _: ReadOwner) -> ParetoPublic:
     points = queries.pareto(db, job_id)
     front = sorted((p for p in points if p.on_front), key=lambda p: p.step_time_ms)
+    columns = ScoredPoints.model_fields
     return ParetoPublic(
-        points=[FrontPoint(**p.__dict__) for p in points],
+        points=ScoredPoints(**{name: [getattr(p, name) for p in points] for name in columns}),
         front=[p.id for p in front],
         baselines=[p.id for p in points if p.is_baseline],
     )

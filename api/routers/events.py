@@ -17,11 +17,13 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import BaseModel, Field
 
+from api.auth import ReadOwner, sign_stream_token
 from api.deps import DbDep
+from api.schemas import NOT_FOUND
 from nas_service import jobs, queries
 from nas_service.models import CANDIDATE_STATUSES, JobEvent
 
-router = APIRouter(tags=["events"])
+router = APIRouter(tags=["events"], responses=NOT_FOUND)
 
 POLL_INTERVAL_S = 0.5
 FINAL_STATUSES = ("completed", "failed", "cancelled")
@@ -70,11 +72,30 @@ def existing_job(job_id: int, db: DbDep) -> int:
     return jobs.get(db, job_id).id
 
 
+class StreamToken(BaseModel):
+    stream_token: str
+    expires_in_s: int
+
+
+@router.get("/jobs/{job_id}/stream-token", response_model=StreamToken)
+def stream_token(
+    job_id: Annotated[int, Depends(existing_job)],
+    owner: ReadOwner,
+) -> StreamToken:
+    """A short-lived token for `?stream_token=` on the events stream: a browser EventSource
+    cannot send an Authorization header when reads are closed."""
+    ttl = 300
+    return StreamToken(
+        stream_token=sign_stream_token(owner or "anonymous", job_id, ttl), expires_in_s=ttl
+    )
+
+
 @router.get("/jobs/{job_id}/events", response_class=EventSourceResponse)
 async def stream_job_events(
     request: Request,
     job_id: Annotated[int, Depends(existing_job)],
     db: DbDep,
+    _: ReadOwner,
     since: Annotated[int, Query(ge=0, description="Send only events with a larger id.")] = 0,
     last_event_id: Annotated[int | None, Header(ge=0)] = None,
 ) -> AsyncIterator[ServerSentEvent]:

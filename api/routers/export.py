@@ -10,11 +10,12 @@ from fastapi.responses import Response
 
 from api.auth import ReadOwner
 from api.deps import DbDep
+from api.schemas import NOT_FOUND
 from nas_service import export, queries
 from nas_service.jobs import JobError
 from search_space import ArchSpec
 
-router = APIRouter(tags=["export"])
+router = APIRouter(tags=["export"], responses=NOT_FOUND)
 
 
 @router.get(

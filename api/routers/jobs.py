@@ -8,23 +8,19 @@ from fastapi import APIRouter, Response, status
 
 from api.auth import ReadOwner, WriteOwner
 from api.deps import DbDep
-from api.schemas import JobCreate, JobPublic, JobsPublic, Progress
+from api.schemas import CONFLICT, NOT_FOUND, JobCreate, JobPublic, JobsPublic, Message, Progress
 from nas_service import jobs, queries
+from nas_service.db import Database
 from nas_service.models import Job
 
-router = APIRouter(prefix="/jobs", tags=["jobs"])
+router = APIRouter(prefix="/jobs", tags=["jobs"], responses={**NOT_FOUND, **CONFLICT})
 
 
-def _aware(moment: datetime | None) -> datetime | None:
-    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
-
-
-def public(db, job: Job, with_progress: bool = True) -> JobPublic:
+def public(db: Database, job: Job) -> JobPublic:
+    """The job with its progress: trials done / running / queued, best so far, elapsed, ETA."""
     result = JobPublic.model_validate(job)
-    if not with_progress:
-        return result
     counts = queries.progress(db, job)
-    started, finished = _aware(job.started_at), _aware(job.finished_at)
+    started, finished = job.started_at, job.finished_at
     elapsed = ((finished or datetime.now(UTC)) - started).total_seconds() if started else None
     remaining = counts.total - counts.done
     eta = (
@@ -36,7 +32,12 @@ def public(db, job: Job, with_progress: bool = True) -> JobPublic:
     return result
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=JobPublic)
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=JobPublic,
+    responses={400: {"model": Message, "description": "The body is not valid JSON."}},
+)
 def submit_job(body: JobCreate, db: DbDep, owner: WriteOwner) -> JobPublic:
     return public(db, jobs.submit(db, body, owner=owner))
 

@@ -1,0 +1,203 @@
+"""API latency with a 100,000-candidate job, over real HTTP (uvicorn in its own process).
+
+Endpoints: a page of candidates (first and deep), sorted by a metric, filtered by status, a
+job with its progress, the Pareto front (every scored point, column by column), the
+hypervolume history and a candidate in full. Each is timed alone (sequential requests), then
+mixed requests from several concurrent clients measure latency under load.
+
+    python bench/api_latency.py --candidates 100000 --json bench/out/api_latency.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+from sqlalchemy import insert
+
+from nas_service.db import Database
+from nas_service.job_config import JobConfig
+from nas_service.models import Candidate, Job
+
+STATUSES = ("completed", "completed", "completed", "pruned", "failed", "diverged")
+
+
+def populate(url: str, n: int, seed: int = 0) -> tuple[int, int]:
+    """A finished job with `n` candidates of random metrics; returns (job id, a candidate id)."""
+    db = Database(url)
+    db.upgrade()
+    rng = np.random.default_rng(seed)
+    config = JobConfig(name="latency", dataset="builtin:stdlib").model_dump(mode="json")
+    with db.transaction() as session:
+        job = Job(name="latency", config=config, status="completed")
+        session.add(job)
+        session.flush()
+        job_id = job.id
+    step = rng.uniform(50, 300, n)
+    quality = 2.0 + 40.0 / step + rng.exponential(0.3, n)  # a trade-off with noise
+    for start in range(0, n, 5000):
+        rows = []
+        for i in range(start, min(n, start + 5000)):
+            status = STATUSES[i % len(STATUSES)]
+            scored = status in ("completed", "pruned")
+            rows.append(
+                {
+                    "job_id": job_id,
+                    "spec": {"i": i},
+                    "spec_hash": f"{i:064x}",
+                    "birth": i,
+                    "mutation": "",
+                    "status": status,
+                    "attempt": 1,
+                    "is_baseline": i == 0,
+                    "perplexity": float(quality[i]) if scored else None,
+                    "step_time_ms": float(step[i]) if scored else None,
+                    "feasible": True,
+                    "reason": None if scored else "benchmark",
+                }
+            )
+        with db.transaction() as session:
+            session.execute(insert(Candidate), rows)
+    db.dispose()
+    return job_id, n // 2
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def timed(client: httpx.Client, path: str) -> float:
+    start = time.perf_counter()
+    response = client.get(path)
+    elapsed = time.perf_counter() - start
+    response.raise_for_status()
+    return elapsed * 1e3
+
+
+def measure(url: str, n: int, requests: int, concurrency: int, load_s: float) -> dict[str, Any]:
+    job_id, candidate_id = populate(url, n)
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "api.cli",
+            "serve",
+            "--no-runner",
+            "--port",
+            str(port),
+            "--database-url",
+            url,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                httpx.get(f"{base}/api/v1/healthz", timeout=1).raise_for_status()
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        job = f"/api/v1/jobs/{job_id}"
+        endpoints = {
+            "page": f"{job}/candidates?limit=50",
+            "deep_page": f"{job}/candidates?limit=50&offset={n // 2}",
+            "sort_perplexity": f"{job}/candidates?sort=perplexity&limit=50",
+            "filter_failed": f"{job}/candidates?status=failed&limit=50",
+            "job_progress": job,
+            "pareto": f"{job}/pareto",
+            "hypervolume": f"{job}/hypervolume",
+            "candidate": f"/api/v1/candidates/{candidate_id}",
+        }
+        figures: dict[str, Any] = {"endpoints": {}}
+        with httpx.Client(base_url=base, timeout=120) as client:
+            for name, path in endpoints.items():
+                timed(client, path)  # warm
+                times = [timed(client, path) for _ in range(requests)]
+                size = len(client.get(path).content)
+                figures["endpoints"][name] = {
+                    "p50_ms": float(np.percentile(times, 50)),
+                    "p99_ms": float(np.percentile(times, 99)),
+                    "bytes": size,
+                }
+        light = [
+            endpoints[k]
+            for k in ("page", "sort_perplexity", "filter_failed", "job_progress", "candidate")
+        ]
+        samples: list[float] = []
+        stop = time.monotonic() + load_s
+
+        def client_loop(offset: int) -> None:
+            with httpx.Client(base_url=base, timeout=120) as client:
+                i = offset
+                while time.monotonic() < stop:
+                    samples.append(timed(client, light[i % len(light)]))
+                    i += 1
+
+        threads = [threading.Thread(target=client_loop, args=(i,)) for i in range(concurrency)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        figures["under_load"] = {
+            "clients": concurrency,
+            "requests_per_s": len(samples) / load_s,
+            "p50_ms": float(np.percentile(samples, 50)),
+            "p99_ms": float(np.percentile(samples, 99)),
+        }
+        return figures
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--candidates", type=int, default=100_000)
+    parser.add_argument("--requests", type=int, default=30, help="per endpoint, sequential")
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--load-seconds", type=float, default=10.0)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        figures = measure(
+            f"sqlite:///{tmp}/latency.db",
+            args.candidates,
+            args.requests,
+            args.concurrency,
+            args.load_seconds,
+        )
+    figures.update(candidates=args.candidates, when=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    print(f"{'endpoint':18} {'p50 ms':>8} {'p99 ms':>8} {'bytes':>10}")
+    for name, row in figures["endpoints"].items():
+        print(f"{name:18} {row['p50_ms']:8.1f} {row['p99_ms']:8.1f} {row['bytes']:10,d}")
+    load = figures["under_load"]
+    print(
+        f"under load, {load['clients']} clients: {load['requests_per_s']:.0f} req/s, "
+        f"p50 {load['p50_ms']:.1f} ms, p99 {load['p99_ms']:.1f} ms"
+    )
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(figures, indent=2))
+        print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
