@@ -20,8 +20,12 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    home = tmp_path_factory.mktemp("serve")
+def server_db(tmp_path_factory) -> str:
+    return f"sqlite:///{tmp_path_factory.mktemp('serve') / 'nas.db'}"
+
+
+@pytest.fixture(scope="module")
+def server(server_db):
     port = free_port()
     process = subprocess.Popen(
         [
@@ -33,7 +37,7 @@ def server(tmp_path_factory):
             "--port",
             str(port),
             "--database-url",
-            f"sqlite:///{home / 'nas.db'}",
+            server_db,
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -94,3 +98,56 @@ def test_refusals_name_the_field_and_no_server_says_how_to_start_one(server, tmp
     assert missing.returncode == 2 and "404" in missing.stderr
     nowhere = nas("jobs", "--server", "http://127.0.0.1:9")
     assert nowhere.returncode == 2 and "nas serve" in nowhere.stderr
+
+
+def test_export_a_candidate_and_a_jobs_best(server, server_db, tmp_path):
+    import json
+
+    from nas_service.db import Database
+    from nas_service.models import Candidate
+    from search_space import baseline, spec_hash
+
+    job_id = int(nas("submit", str(EXAMPLE), "--server", server).stdout)
+    spec = baseline("glam-ec")
+    db = Database(server_db)
+    with db.transaction() as session:
+        row = Candidate(
+            job_id=job_id,
+            spec=spec.model_dump(mode="json"),
+            spec_hash=spec_hash(spec),
+            birth=0,
+            mutation="initial",
+            status="completed",
+            perplexity=6.0,
+            step_time_ms=80.0,
+        )
+        session.add(row)
+        session.flush()
+        candidate_id = row.id
+    db.dispose()
+    module = tmp_path / "model.py"
+    out = nas(
+        "export", str(candidate_id), "--format", "flax", "-o", str(module), "--server", server
+    )
+    assert out.returncode == 0, out.stderr
+    compile(module.read_text(), str(module), "exec")
+    best = nas(
+        "export",
+        "--job",
+        str(job_id),
+        "--best",
+        "--format",
+        "config",
+        "--target",
+        "1B",
+        "--server",
+        server,
+    )
+    assert best.returncode == 0, best.stderr
+    assert json.loads(best.stdout)["scale"]["target"] == "1B"
+    bad = nas(
+        "export", str(candidate_id), "--format", "config", "--target", "huge", "--server", server
+    )
+    assert bad.returncode == 2 and "target" in bad.stderr
+    neither = nas("export", "--server", server)
+    assert neither.returncode == 2 and "--job JOB --best" in neither.stderr
