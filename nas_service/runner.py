@@ -88,6 +88,8 @@ class JobState:
     baseline: dict[str, Any] | None = None  # the baseline's finished row, once there is one
     data_checksum: str | None = None
     siblings: list[int] = field(default_factory=list)  # jobs whose results may be reused
+    # The job's Pareto front of (perplexity, step time, candidate id), completed feasible ones.
+    front: list[tuple[float, float, int]] = field(default_factory=list)
     keys: dict[int, str] = field(default_factory=dict)  # candidate id -> spec hash
     ids: dict[str, int] = field(default_factory=dict)  # spec hash -> candidate id
     retry: deque[int] = field(default_factory=deque)  # candidate ids to (re)dispatch
@@ -287,6 +289,7 @@ class Runner:
             ids={key: cid for cid, key in keys.items()},
         )
         for row in rows:
+            _joins_front(state, row.id, _row(row))
             if row.is_baseline:
                 state.baseline_id = row.id
                 if row.status in CANDIDATE_FINISHED:
@@ -380,6 +383,7 @@ class Runner:
                     )
                     .returning(Candidate.attempt, Candidate.spec)
                 ).one()
+                session.execute(_started(state.id, candidate_id, attempt))
             return candidate_id, attempt, spec
         while state.created < state.config.limits.max_trials:
             try:
@@ -458,6 +462,8 @@ class Runner:
             session.add(row)
             session.flush()
             candidate_id = row.id
+            if slot is not None:
+                session.execute(_started(state.id, candidate_id, 1))
             if reuse is not None:
                 points = session.scalars(
                     select(CurvePoint).where(CurvePoint.candidate_id == reuse.id)
@@ -483,6 +489,7 @@ class Runner:
             state.baseline_id = candidate_id
         if reuse is not None:
             row_values = {**copied, "status": "completed"}
+            _joins_front(state, candidate_id, {**row_values, "feasible": row.feasible})
             state.designer.tell(
                 proposal.key,
                 objectives(state.config, row_values),
@@ -632,6 +639,18 @@ class Runner:
                         data={"candidate_id": flight.candidate_id},
                     )
                 )
+                if _joins_front(state, flight.candidate_id, values):
+                    session.execute(
+                        insert(JobEvent).values(
+                            job_id=state.id,
+                            kind="front",
+                            message="changed",
+                            data={
+                                "candidate_id": flight.candidate_id,
+                                "front": [point[2] for point in state.front],
+                            },
+                        )
+                    )
                 told.append((state, flight.candidate_id, values))
         for state, candidate_id, values in told:  # after the commit: memory follows the rows
             if candidate_id == state.baseline_id:
@@ -731,4 +750,26 @@ class Runner:
 
 
 def _row(candidate: Candidate) -> dict[str, Any]:
-    return {name: getattr(candidate, name) for name in (*RESULT_COLUMNS, "status")}
+    return {name: getattr(candidate, name) for name in (*RESULT_COLUMNS, "status", "feasible")}
+
+
+def _started(job_id: int, candidate_id: int, attempt: int) -> Any:
+    return insert(JobEvent).values(
+        job_id=job_id,
+        kind="trial",
+        message="started",
+        data={"candidate_id": candidate_id, "attempt": attempt},
+    )
+
+
+def _joins_front(state: JobState, candidate_id: int, row: dict[str, Any]) -> bool:
+    """Add a finished candidate to the job's front if no member dominates it."""
+    ppl, step = row.get("perplexity"), row.get("step_time_ms")
+    if row.get("status") != "completed" or row.get("feasible") is False or None in (ppl, step):
+        return False
+    if any(p <= ppl and s <= step for p, s, _ in state.front):
+        return False
+    state.front = [m for m in state.front if not (ppl <= m[0] and step <= m[1])]
+    state.front.append((ppl, step, candidate_id))
+    state.front.sort(key=lambda m: m[1])
+    return True

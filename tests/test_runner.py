@@ -88,6 +88,12 @@ def test_a_small_search_completes_with_metrics(database, ray_local, shakespeare)
     front = pareto_front([(c.perplexity, c.step_time_ms) for c in done])
     assert front
     with database.sessions() as session:
+        events = session.scalars(select(JobEvent).where(JobEvent.job_id == job.id)).all()
+    started = [e.data["candidate_id"] for e in events if e.message == "started"]
+    assert sorted(started) == sorted(c.id for c in found)  # every trial announced
+    last_front = [e.data["front"] for e in events if e.kind == "front"][-1]
+    assert set(last_front) == {done[i].id for i in front}
+    with database.sessions() as session:
         assert session.scalars(
             select(CurvePoint).where(CurvePoint.candidate_id == done[0].id)
         ).all()
