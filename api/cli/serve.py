@@ -46,12 +46,21 @@ def serve_cmd(
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
     typer.echo(f"database: {settings.resolved_database_url}")
     typer.echo(f"dashboard: {url}/   API: {url}/api/v1   docs: {url}/docs")
-    try:
-        uvicorn.run(create_app(), host=host, port=port, log_level="warning")
-    finally:
-        if process is not None:
+
+    def stop(*_: object) -> None:
+        """Stop the runner with the server. uvicorn re-raises the signal that stopped it once
+        it has shut down, so this handler (restored by then) also runs on SIGTERM/SIGINT."""
+        if process is not None and process.poll() is None:
             process.send_signal(signal.SIGTERM)
             try:
                 process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 process.kill()
+        raise SystemExit(0)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, stop)
+    try:
+        uvicorn.run(create_app(), host=host, port=port, log_level="warning")
+    finally:
+        stop()
