@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -25,6 +22,7 @@ import httpx
 import numpy as np
 from sqlalchemy import insert
 
+from api.cli.local_server import start_server, stop_server
 from nas_service.db import Database
 from nas_service.job_config import JobConfig
 from nas_service.models import Candidate, Job
@@ -72,12 +70,6 @@ def populate(url: str, n: int, seed: int = 0) -> tuple[int, int]:
     return job_id, n // 2
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def timed(client: httpx.Client, path: str) -> float:
     start = time.perf_counter()
     response = client.get(path)
@@ -88,33 +80,8 @@ def timed(client: httpx.Client, path: str) -> float:
 
 def measure(url: str, n: int, requests: int, concurrency: int, load_s: float) -> dict[str, Any]:
     job_id, candidate_id = populate(url, n)
-    port = free_port()
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "api.cli",
-            "serve",
-            "--no-runner",
-            "--port",
-            str(port),
-            "--database-url",
-            url,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
+    server, base = start_server("--no-runner", "--database-url", url)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                httpx.get(f"{base}/api/v1/healthz", timeout=1).raise_for_status()
-                break
-            except httpx.TransportError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
         job = f"/api/v1/jobs/{job_id}"
         endpoints = {
             "page": f"{job}/candidates?limit=50",
@@ -164,8 +131,7 @@ def measure(url: str, n: int, requests: int, concurrency: int, load_s: float) ->
         }
         return figures
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        stop_server(server)
 
 
 def main() -> None:

@@ -1,22 +1,14 @@
 """The CLI against a real server: `nas serve` (uvicorn) on a free port."""
 
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 from test_cli_space import nas
 
+from api.cli.local_server import start_server, stop_server
+
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "quick.yaml"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -26,37 +18,9 @@ def server_db(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="module")
 def server(server_db):
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "api.cli",
-            "serve",
-            "--no-runner",
-            "--port",
-            str(port),
-            "--database-url",
-            server_db,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/api/v1/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.2)
-    else:
-        process.kill()
-        pytest.fail(f"server did not start: {process.stdout.read()}")
+    process, url = start_server("--no-runner", "--database-url", server_db, timeout=60)
     yield url
-    process.terminate()
-    process.wait(timeout=30)
+    stop_server(process)
 
 
 def test_submit_and_drive_a_job(server, tmp_path):

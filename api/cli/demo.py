@@ -7,9 +7,6 @@ Starts `nas serve` (API + runner), submits a small search sized for about five m
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Annotated
@@ -20,36 +17,17 @@ from rich.console import Console
 from rich.table import Table
 
 from api.cli.client import FINAL, request
+from api.cli.local_server import start_server, stop_server
 from api.cli.space import fail
 from search_space import ArchSpec, describe
 
 console = Console()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_until_up(url: str, process: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            fail(f"the server exited with status {process.returncode}")
-        try:
-            if httpx.get(f"{url}/api/v1/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            time.sleep(0.3)
-    fail(f"the server did not answer at {url} within {timeout:.0f} s")
-
-
 def demo(
     trials: Annotated[int, typer.Option(min=1, max=10_000, help="Trials in the search.")] = 20,
     budget: Annotated[float, typer.Option(min=0.5, help="Training seconds per trial.")] = 15.0,
     concurrency: Annotated[int, typer.Option(min=1, max=64)] = 2,
-    port: Annotated[int | None, typer.Option(help="API port (default: a free one).")] = None,
     home: Annotated[
         Path | None, typer.Option(help="State directory (default: NAS_HOME or ~/.nas-service).")
     ] = None,
@@ -61,16 +39,11 @@ def demo(
     env = dict(os.environ)
     if home is not None:
         env["NAS_HOME"] = str(home)
-    port = port or _free_port()
-    url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen(
-        [sys.executable, "-m", "api.cli", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     try:
-        _wait_until_up(url, server)
+        server, url = start_server(env=env)
+    except (RuntimeError, TimeoutError) as exc:
+        fail(str(exc))
+    try:
         job = request(
             "POST",
             url,
@@ -108,11 +81,7 @@ def demo(
             fail(f"the search ended {job['status']}: {job.get('error')}")
         _report(url, job, out)
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop_server(server)
 
 
 def _report(url: str, job: dict, out: Path) -> None:
