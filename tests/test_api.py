@@ -283,3 +283,17 @@ def test_stream_tokens_open_the_event_stream_when_reads_are_closed(client, shake
     assert streamed.status_code == 200 and "cancel" in streamed.text
     forged = client.get(events, params={"stream_token": token["stream_token"][:-2] + "xx"})
     assert forged.status_code == 403
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/jobs/9223372036854775808",
+        "/jobs/0/cancel",
+        "/candidates/2147483648",
+        "/jobs/1/candidates?offset=9223372036854775808",
+    ],
+)
+def test_out_of_range_ids_are_422_not_a_database_error(client, path):
+    method = client.post if path.endswith("cancel") else client.get
+    assert method(f"{API}{path}").status_code == 422

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
 from api.auth import ReadOwner
-from api.deps import DbDep
+from api.deps import MAX_ID, CandidateId, DbDep, JobId
 from api.schemas import (
     NOT_FOUND,
     CandidateDetail,
@@ -47,14 +47,14 @@ def _csv(rows: list) -> Iterator[str]:
     responses={200: {"content": {"text/csv": {}}}},
 )
 def list_candidates(
-    job_id: int,
+    job_id: JobId,
     db: DbDep,
     _: ReadOwner,
     status: Annotated[str | None, Query(description="Only candidates with this status.")] = None,
     sort: Annotated[str, Query(description="Any metric column, e.g. perplexity.")] = "birth",
     order: Literal["asc", "desc"] = "asc",
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
     format: Annotated[
         Literal["json", "csv"], Query(description="csv: every match, not one page.")
     ] = "json",
@@ -73,7 +73,7 @@ def list_candidates(
 
 
 @router.get("/candidates/{candidate_id}", response_model=CandidateDetail)
-def get_candidate(candidate_id: int, db: DbDep, _: ReadOwner) -> CandidateDetail:
+def get_candidate(candidate_id: CandidateId, db: DbDep, _: ReadOwner) -> CandidateDetail:
     row, curve, chain = queries.candidate(db, candidate_id)
     base = CandidatePublic.model_validate(row).model_dump()
     return CandidateDetail(
@@ -89,7 +89,7 @@ def get_candidate(candidate_id: int, db: DbDep, _: ReadOwner) -> CandidateDetail
 
 
 @router.get("/jobs/{job_id}/pareto", response_model=ParetoPublic)
-def pareto(job_id: int, db: DbDep, _: ReadOwner) -> ParetoPublic:
+def pareto(job_id: JobId, db: DbDep, _: ReadOwner) -> ParetoPublic:
     points = queries.pareto(db, job_id)
     front = sorted((p for p in points if p.on_front), key=lambda p: p.step_time_ms)
     columns = ScoredPoints.model_fields
@@ -101,5 +101,5 @@ def pareto(job_id: int, db: DbDep, _: ReadOwner) -> ParetoPublic:
 
 
 @router.get("/jobs/{job_id}/hypervolume", response_model=HypervolumePublic)
-def hypervolume(job_id: int, db: DbDep, _: ReadOwner) -> HypervolumePublic:
+def hypervolume(job_id: JobId, db: DbDep, _: ReadOwner) -> HypervolumePublic:
     return HypervolumePublic(**queries.hypervolume_history(db, job_id))

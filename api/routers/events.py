@@ -18,7 +18,7 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import BaseModel, Field
 
 from api.auth import ReadOwner, sign_stream_token
-from api.deps import DbDep
+from api.deps import MAX_ID, DbDep, JobId
 from api.schemas import NOT_FOUND
 from nas_service import jobs, queries
 from nas_service.models import CANDIDATE_STATUSES, JobEvent
@@ -67,7 +67,7 @@ def public(event: JobEvent, job_status: str | None) -> EventPublic:
     )
 
 
-def existing_job(job_id: int, db: DbDep) -> int:
+def existing_job(job_id: JobId, db: DbDep) -> int:
     """404 before the stream starts, not inside it."""
     return jobs.get(db, job_id).id
 
@@ -96,8 +96,10 @@ async def stream_job_events(
     job_id: Annotated[int, Depends(existing_job)],
     db: DbDep,
     _: ReadOwner,
-    since: Annotated[int, Query(ge=0, description="Send only events with a larger id.")] = 0,
-    last_event_id: Annotated[int | None, Header(ge=0)] = None,
+    since: Annotated[
+        int, Query(ge=0, le=MAX_ID, description="Send only events with a larger id.")
+    ] = 0,
+    last_event_id: Annotated[int | None, Header(ge=0, le=MAX_ID)] = None,
 ) -> AsyncIterator[ServerSentEvent]:
     """Stream the job's events (`event:` job or trial); ends once the job is finished.
 

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
 from api.auth import ReadOwner
-from api.deps import DbDep
+from api.deps import CandidateId, DbDep
 from api.schemas import NOT_FOUND
 from nas_service import export, queries
 from nas_service.jobs import JobError
@@ -23,7 +23,7 @@ router = APIRouter(tags=["export"], responses=NOT_FOUND)
     responses={200: {"content": {"application/json": {}, "text/x-python": {}}}},
 )
 def export_candidate(
-    candidate_id: int,
+    candidate_id: CandidateId,
     db: DbDep,
     _: ReadOwner,
     format: Literal["json", "flax", "config"] = "json",

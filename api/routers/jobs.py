@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from fastapi import APIRouter, Response, status
 
 from api.auth import ReadOwner, WriteOwner
-from api.deps import DbDep
+from api.deps import DbDep, JobId
 from api.schemas import CONFLICT, NOT_FOUND, JobCreate, JobPublic, JobsPublic, Message, Progress
 from nas_service import jobs, queries
 from nas_service.db import Database
@@ -49,26 +49,26 @@ def list_jobs(db: DbDep, _: ReadOwner) -> JobsPublic:
 
 
 @router.get("/{job_id}", response_model=JobPublic)
-def get_job(job_id: int, db: DbDep, _: ReadOwner) -> JobPublic:
+def get_job(job_id: JobId, db: DbDep, _: ReadOwner) -> JobPublic:
     return public(db, jobs.get(db, job_id))
 
 
 @router.post("/{job_id}/pause", response_model=JobPublic)
-def pause_job(job_id: int, db: DbDep, _: WriteOwner) -> JobPublic:
+def pause_job(job_id: JobId, db: DbDep, _: WriteOwner) -> JobPublic:
     return public(db, jobs.transition(db, job_id, "pause"))
 
 
 @router.post("/{job_id}/resume", response_model=JobPublic)
-def resume_job(job_id: int, db: DbDep, _: WriteOwner) -> JobPublic:
+def resume_job(job_id: JobId, db: DbDep, _: WriteOwner) -> JobPublic:
     return public(db, jobs.transition(db, job_id, "resume"))
 
 
 @router.post("/{job_id}/cancel", response_model=JobPublic)
-def cancel_job(job_id: int, db: DbDep, _: WriteOwner) -> JobPublic:
+def cancel_job(job_id: JobId, db: DbDep, _: WriteOwner) -> JobPublic:
     return public(db, jobs.transition(db, job_id, "cancel"))
 
 
 @router.delete("/{job_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_job(job_id: int, db: DbDep, _: WriteOwner) -> Response:
+def delete_job(job_id: JobId, db: DbDep, _: WriteOwner) -> Response:
     queries.delete_job(db, job_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
