@@ -11,7 +11,6 @@ mixed requests from several concurrent clients measure latency under load.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import threading
 import time
@@ -20,6 +19,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+from figures import write_json
 from sqlalchemy import insert
 
 from api.cli.local_server import start_server, stop_server
@@ -159,10 +159,7 @@ def main() -> None:
         f"under load, {load['clients']} clients: {load['requests_per_s']:.0f} req/s, "
         f"p50 {load['p50_ms']:.1f} ms, p99 {load['p99_ms']:.1f} ms"
     )
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(figures, indent=2))
-        print(f"wrote {args.json}")
+    write_json(args.json, figures)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import ray
+from figures import write_json
 from sqlalchemy import create_engine, text
 
 from nas_service import jobs
@@ -178,10 +179,7 @@ def main() -> None:
                 f"{name:12} {f['trials']:7d} {f['trials_per_s']:9.1f} "
                 f"{f['overhead_p50_ms']:7.2f} {f['overhead_p99_ms']:7.2f}"
             )
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(figures, indent=2))
-        print(f"wrote {args.json}")
+    write_json(args.json, figures)
 
 
 if __name__ == "__main__":

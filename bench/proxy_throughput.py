@@ -13,12 +13,12 @@ capacity included).
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
 
 import jax
+from figures import write_json
 from flax import nnx
 
 from search_space import PRESETS, ArchSpec, baseline, cost
@@ -119,10 +119,7 @@ def main() -> None:
         "budget_s": args.budget,
         "blocks": rows,
     }
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(figures, indent=2))
-        print(f"wrote {args.json}")
+    write_json(args.json, figures)
 
 
 if __name__ == "__main__":

