@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from fastapi import FastAPI, Request, status
+from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.responses import JSONResponse
 
+from api.dashboard import install_dashboard
 from api.deps import get_db
 from api.docs import install_offline_docs
 from api.observability import install_observability
@@ -35,6 +37,9 @@ def create_app() -> FastAPI:
         app.include_router(router, prefix=API_PREFIX)
     install_observability(app, get_db)
     install_offline_docs(app)  # Swagger UI from an installed package: works offline
+    install_dashboard(app)
+    # Pareto scatters and candidate pages compress about 4x; SSE streams are never gzipped.
+    app.add_middleware(GZipMiddleware, minimum_size=1024)
     app.add_exception_handler(JobError, _field_error)
     app.add_exception_handler(JobNotFound, _not_found)
     return app

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from nas_service.job_config import JobConfig
 
@@ -19,6 +19,7 @@ class Progress(BaseModel):
     total: int
     best_perplexity: float | None
     best_candidate_id: int | None
+    front_size: int = Field(description="Candidates on the Pareto front (as /pareto).")
     elapsed_s: float | None
     eta_s: float | None
 
@@ -123,6 +124,9 @@ class ScoredPoints(BaseModel):
     step_time_ms: list[float]
     status: list[str]
     feasible: list[bool | None]
+    finished_s: list[float | None] = Field(
+        description="When each trial finished, in seconds since the job was submitted."
+    )
 
 
 class ParetoPublic(BaseModel):

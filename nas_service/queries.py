@@ -7,6 +7,7 @@ fast with a hundred thousand candidates in a job.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
 
 from sqlalchemy import delete, func, select
@@ -22,6 +23,14 @@ from nas_service.models import (
     JobEvent,
 )
 from nas_service.pareto import hypervolume_2d, pareto_front
+
+# Candidates that can be on a job's Pareto front: completed, not over the step-time limit.
+_FRONT_ELIGIBLE = (
+    Candidate.status == "completed",
+    Candidate.feasible.is_not(False),
+    Candidate.perplexity.is_not(None),
+    Candidate.step_time_ms.is_not(None),
+)
 
 SORTABLE = (
     "id",
@@ -46,9 +55,11 @@ class Progress:
     total: int
     best_perplexity: float | None
     best_candidate_id: int | None
+    front_size: int
 
 
 def progress(db: Database, job: Job) -> Progress:
+    """Trials by state, the best perplexity and the size of the Pareto front (as `pareto`)."""
     with db.sessions() as session:
         counts = dict(
             session.execute(
@@ -67,6 +78,11 @@ def progress(db: Database, job: Job) -> Progress:
             .order_by(Candidate.perplexity)
             .limit(1)
         ).first()
+        scored = session.execute(
+            select(Candidate.perplexity, Candidate.step_time_ms).where(
+                Candidate.job_id == job.id, *_FRONT_ELIGIBLE
+            )
+        ).all()
     running, queued = counts.pop("running", 0), counts.pop("queued", 0)
     return Progress(
         done=sum(counts.values()),
@@ -75,6 +91,7 @@ def progress(db: Database, job: Job) -> Progress:
         total=job.config["limits"]["max_trials"],
         best_perplexity=best.perplexity if best else None,
         best_candidate_id=best.id if best else None,
+        front_size=len(pareto_front([tuple(row) for row in scored])),
     )
 
 
@@ -147,15 +164,17 @@ class FrontPoint:
     status: str
     feasible: bool | None
     is_baseline: bool
+    finished_at: datetime | None
     on_front: bool
 
 
-def pareto(db: Database, job_id: int) -> list[FrontPoint]:
-    """Every scored candidate of the job as a (perplexity, step time) point, flagged when it
-    lies on the Pareto front of the feasible completed ones. Pruned candidates are scored
-    too (they are shown, never on the front)."""
+def pareto(db: Database, job_id: int) -> tuple[Job, list[FrontPoint]]:
+    """The job and every scored candidate of it as a (perplexity, step time) point, flagged
+    when it lies on the Pareto front of the feasible completed ones. Pruned candidates are
+    scored too (they are shown, never on the front)."""
     with db.sessions() as session:
-        if session.get(Job, job_id) is None:
+        job = session.get(Job, job_id)
+        if job is None:
             raise JobNotFound(f"job {job_id} not found")
         rows = session.execute(
             select(
@@ -165,6 +184,7 @@ def pareto(db: Database, job_id: int) -> list[FrontPoint]:
                 Candidate.status,
                 Candidate.feasible,
                 Candidate.is_baseline,
+                Candidate.finished_at,
             )
             .where(
                 Candidate.job_id == job_id,
@@ -180,7 +200,7 @@ def pareto(db: Database, job_id: int) -> list[FrontPoint]:
         eligible[i]
         for i in pareto_front([(rows[i].perplexity, rows[i].step_time_ms) for i in eligible])
     }
-    return [FrontPoint(*row, on_front=i in front) for i, row in enumerate(rows)]
+    return job, [FrontPoint(*row, on_front=i in front) for i, row in enumerate(rows)]
 
 
 def hypervolume_history(db: Database, job_id: int, max_points: int = 500) -> dict[str, Any]:
@@ -194,13 +214,7 @@ def hypervolume_history(db: Database, job_id: int, max_points: int = 500) -> dic
             raise JobNotFound(f"job {job_id} not found")
         rows = session.execute(
             select(Candidate.perplexity, Candidate.step_time_ms)
-            .where(
-                Candidate.job_id == job_id,
-                Candidate.status == "completed",
-                Candidate.feasible.is_not(False),
-                Candidate.perplexity.is_not(None),
-                Candidate.step_time_ms.is_not(None),
-            )
+            .where(Candidate.job_id == job_id, *_FRONT_ELIGIBLE)
             .order_by(Candidate.finished_at, Candidate.id)
         ).all()
     if not rows:
@@ -254,6 +268,13 @@ def events_after(
             .limit(page)
         )
         return status, list(session.scalars(query))
+
+
+def last_event_id(db: Database, job_id: int) -> int:
+    """The id of the job's latest event, 0 when it has none."""
+    with db.sessions() as session:
+        latest = session.scalar(select(func.max(JobEvent.id)).where(JobEvent.job_id == job_id))
+    return latest or 0
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """REST API over TestClient, on SQLite and PostgreSQL."""
 
 import itertools
+from datetime import timedelta
 
 import pytest
 from fastapi.testclient import TestClient
@@ -159,7 +160,7 @@ def test_candidates_as_csv(client, populated):
     assert len(rows) == 30 and rows[0]["birth"] == "0" and "perplexity" in rows[0]
 
 
-def test_pareto_and_hypervolume(client, populated):
+def test_pareto_and_hypervolume(client, database, populated):
     from nas_service.pareto import pareto_front
 
     result = client.get(f"{API}/jobs/{populated['id']}/pareto").json()
@@ -171,6 +172,14 @@ def test_pareto_and_hypervolume(client, populated):
         for i in pareto_front([(p["perplexity"], p["step_time_ms"]) for p in completed])
     }
     assert set(result["front"]) == expected and expected
+    job = client.get(f"{API}/jobs/{populated['id']}").json()
+    assert job["progress"]["front_size"] == len(expected)
+    with database.transaction() as session:
+        row = session.get(Candidate, result["front"][0])
+        row.finished_at = session.get(Job, populated["id"]).created_at + timedelta(seconds=90)
+    columns = client.get(f"{API}/jobs/{populated['id']}/pareto").json()["points"]
+    finished = dict(zip(columns["id"], columns["finished_s"], strict=True))
+    assert finished.pop(result["front"][0]) == 90.0 and set(finished.values()) == {None}
     assert {p["status"] for p in points} == {"completed", "pruned"}
     history = client.get(f"{API}/jobs/{populated['id']}/hypervolume").json()
     assert history["trials"] == list(range(1, 11))

@@ -111,6 +111,29 @@ def test_resume_from_last_event_id_or_since(client, database, job_id):
     assert ids(params={"since": final_id}) == []
 
 
+def test_tail_starts_after_the_latest_event(client, database, job_id, monkeypatch):
+    """`?tail=true` skips the history: a page that loads the job's state once the stream is
+    open needs only what follows."""
+    monkeypatch.setattr(events, "POLL_INTERVAL_S", 0.02)
+    add_events(database, job_id, ("trial", "completed", {"candidate_id": 1}))
+
+    def runner() -> None:
+        add_events(database, job_id, ("trial", "failed", {"candidate_id": 2}))
+        finish(database, job_id, "cancelled")
+
+    timer = threading.Timer(0.3, runner)
+    timer.start()
+    try:
+        messages = read_stream(client, job_id, params={"tail": "true"})
+    finally:
+        timer.join()
+    assert [m["data"]["message"] for m in messages] == ["failed", "cancelled"]
+    # A reconnecting browser's Last-Event-ID wins over tail.
+    first = int(messages[0]["id"])
+    again = read_stream(client, job_id, params={"tail": "true"}, headers={"Last-Event-ID": "0"})
+    assert len(again) == 4 and int(again[2]["id"]) == first
+
+
 def test_stream_follows_a_running_job_until_it_finishes(client, database, job_id, monkeypatch):
     monkeypatch.setattr(events, "POLL_INTERVAL_S", 0.02)
 
@@ -201,3 +224,20 @@ def test_docs_are_served_without_a_cdn():
         assert "text/css" in client.get("/static/swagger/swagger-ui.css").headers["content-type"]
         assert client.get("/openapi.json").json()["openapi"].startswith("3.")
         assert client.get("/docs/oauth2-redirect").status_code == 200
+
+
+def test_dashboard_page_and_plotly_are_served_without_a_cdn():
+    with TestClient(create_app()) as client:
+        page = client.get("/")
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        assert not re.search(r"(src|href)=\"https?://", page.text)
+        assets = re.findall(r"(?:src|href)=\"(static/[^\"]+)\"", page.text)
+        assert "static/plotly.min.js" in assets and "static/dashboard/app.js" in assets
+        for asset in assets:
+            response = client.get(f"/{asset}")
+            assert response.status_code == 200, asset
+        plotly = client.get("/static/plotly.min.js", headers={"Accept-Encoding": "gzip"})
+        assert "Plotly" in plotly.text[:2000] and len(plotly.content) > 1_000_000
+        assert plotly.headers["content-encoding"] == "gzip"  # 4.8 MB -> about 1.4 MB
+        assert "max-age" in plotly.headers["cache-control"]
+        assert client.get("/static/dashboard/nothing.js").status_code == 404

@@ -65,7 +65,8 @@ def demo(
         )
         console.print(
             f"job {job['id']} submitted: {trials} trials of {budget:g} s on "
-            f"{concurrency} slots. API {url}/api/v1, docs {url}/docs"
+            f"{concurrency} slots. Watch it live: {url}/#/jobs/{job['id']} "
+            f"(API {url}/api/v1, docs {url}/docs)"
         )
         while job["status"] not in FINAL:
             time.sleep(2.0)

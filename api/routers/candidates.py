@@ -90,11 +90,18 @@ def get_candidate(candidate_id: CandidateId, db: DbDep, _: ReadOwner) -> Candida
 
 @router.get("/jobs/{job_id}/pareto", response_model=ParetoPublic)
 def pareto(job_id: JobId, db: DbDep, _: ReadOwner) -> ParetoPublic:
-    points = queries.pareto(db, job_id)
+    job, points = queries.pareto(db, job_id)
     front = sorted((p for p in points if p.on_front), key=lambda p: p.step_time_ms)
-    columns = ScoredPoints.model_fields
+    columns: dict[str, list] = {
+        name: [getattr(p, name) for p in points]
+        for name in ("id", "perplexity", "step_time_ms", "status", "feasible")
+    }
+    columns["finished_s"] = [
+        round((p.finished_at - job.created_at).total_seconds(), 3) if p.finished_at else None
+        for p in points
+    ]
     return ParetoPublic(
-        points=ScoredPoints(**{name: [getattr(p, name) for p in points] for name in columns}),
+        points=ScoredPoints(**columns),
         front=[p.id for p in front],
         baselines=[p.id for p in points if p.is_baseline],
     )

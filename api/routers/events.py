@@ -72,6 +72,28 @@ def existing_job(job_id: JobId, db: DbDep) -> int:
     return jobs.get(db, job_id).id
 
 
+def start_after(
+    job_id: Annotated[int, Depends(existing_job)],
+    db: DbDep,
+    since: Annotated[
+        int, Query(ge=0, le=MAX_ID, description="Send only events with a larger id.")
+    ] = 0,
+    tail: Annotated[
+        bool,
+        Query(
+            description="Send only events after the job's latest one when the stream opens: "
+            "for a client that loads the job's state once it is connected."
+        ),
+    ] = False,
+    last_event_id: Annotated[int | None, Header(ge=0, le=MAX_ID)] = None,
+) -> int:
+    """The event id the stream starts after, fixed before the response starts (so a client
+    that sees the stream open knows every later event will reach it)."""
+    if last_event_id is not None:
+        return last_event_id
+    return queries.last_event_id(db, job_id) if tail else since
+
+
 class StreamToken(BaseModel):
     stream_token: str
     expires_in_s: int
@@ -94,18 +116,14 @@ def stream_token(
 async def stream_job_events(
     request: Request,
     job_id: Annotated[int, Depends(existing_job)],
+    after: Annotated[int, Depends(start_after)],
     db: DbDep,
     _: ReadOwner,
-    since: Annotated[
-        int, Query(ge=0, le=MAX_ID, description="Send only events with a larger id.")
-    ] = 0,
-    last_event_id: Annotated[int | None, Header(ge=0, le=MAX_ID)] = None,
 ) -> AsyncIterator[ServerSentEvent]:
-    """Stream the job's events (`event:` job or trial); ends once the job is finished.
+    """Stream the job's events (`event:` job, trial or front); ends once the job is finished.
 
-    `Last-Event-ID` takes precedence over `since`.
+    `Last-Event-ID` (sent by a reconnecting browser) takes precedence over `tail` and `since`.
     """
-    after = last_event_id if last_event_id is not None else since
     while not await request.is_disconnected():
         status, events = await run_in_threadpool(queries.events_after, db, job_id, after, PAGE)
         for event in events:

@@ -1,0 +1,311 @@
+// One candidate: its block drawn, metrics, learning curve, MoE expert load, lineage, exports.
+import { download, get } from "./api.js";
+import { blockDiagram } from "./block.js";
+import {
+  add,
+  STATUS,
+  badge,
+  baseLayout,
+  count,
+  describe,
+  el,
+  num,
+  plotlyConfig,
+  saveBlob,
+  showBanner,
+} from "./format.js";
+
+const seconds = (v) => (v === null || v === undefined ? "–" : `${num(v, 1)} s`);
+const METRICS = [
+  ["Perplexity", (c) => num(c.perplexity, 3)],
+  ["Validation loss", (c) => num(c.val_loss, 4)],
+  ["Bits per byte", (c) => num(c.bits_per_byte, 3)],
+  ["Step time (median)", (c) => (c.step_time_ms === null ? "–" : `${num(c.step_time_ms, 1)} ms`)],
+  [
+    "Step time (p90)",
+    (c) => (c.step_time_p90_ms === null ? "–" : `${num(c.step_time_p90_ms, 1)} ms`),
+  ],
+  ["Tokens / s", (c) => count(c.tokens_per_s === null ? null : Math.round(c.tokens_per_s))],
+  ["Steps", (c) => count(c.steps)],
+  ["Tokens seen", (c) => count(c.tokens)],
+  ["Parameters", (c) => count(c.params_total)],
+  ["Activated / token", (c) => count(c.params_activated)],
+  ["FLOPs / token", (c) => count(c.flops_per_token)],
+  ["MFU", (c) => (c.mfu === null ? "–" : `${(100 * c.mfu).toFixed(1)}%`)],
+  ["Training", (c) => seconds(c.train_s)],
+  ["Compile", (c) => seconds(c.compile_s)],
+  ["Evaluation", (c) => seconds(c.eval_s)],
+  ["Feasible", (c) => (c.feasible === null ? "–" : c.feasible ? "yes" : "no (too slow)")],
+  ["Attempt", (c) => String(c.attempt)],
+  ["Ray node", (c) => (c.node_id ? c.node_id.slice(0, 12) : "–")],
+];
+
+function metricsList(c) {
+  return el(
+    "dl",
+    { class: "metrics" },
+    METRICS.map(([label, value]) => [el("dt", {}, label), el("dd", {}, value(c))]),
+  );
+}
+
+function reasonBox(c) {
+  if (!c.reason && !c.traceback) return null;
+  const style = STATUS[c.status] || STATUS.failed;
+  return el(
+    "section",
+    { class: "alert reason-box", style: `--c:${style.color}`, id: "reason" },
+    el("strong", {}, `Why it ${c.status === "pruned" ? "was pruned" : c.status}: `),
+    el("span", {}, c.reason || "(no reason recorded)"),
+    c.traceback
+      ? el("details", {}, el("summary", {}, "Traceback"), el("pre", {}, c.traceback))
+      : null,
+  );
+}
+
+function lineage(c) {
+  // Root first: each step is the candidate made by applying its mutation to the one above.
+  const chain = [...c.lineage].reverse();
+  chain.push({ id: c.id, mutation: c.mutation, spec_hash: c.spec_hash });
+  return el(
+    "ol",
+    { class: "lineage", id: "lineage" },
+    chain.map((step, i) =>
+      el(
+        "li",
+        { class: step.id === c.id ? "current" : "" },
+        step.id === c.id
+          ? el("strong", {}, `#${step.id} (this one)`)
+          : el("a", { href: `#/candidates/${step.id}` }, `#${step.id}`),
+        el(
+          "span",
+          { class: "mutation" },
+          i === 0 && !c.lineage.length && !step.mutation ? "sampled" : step.mutation || "sampled",
+        ),
+        el("code", { class: "muted" }, step.spec_hash.slice(0, 10)),
+      ),
+    ),
+  );
+}
+
+function exportBox(c) {
+  const target = el(
+    "select",
+    { id: "export-target", "aria-label": "Scale to" },
+    el("option", { value: "" }, "proxy size (as trained)"),
+    ["100M", "1B", "8B"].map((t) => el("option", { value: t }, t)),
+    el("option", { value: "custom" }, "custom…"),
+  );
+  const custom = el("input", {
+    id: "export-custom",
+    type: "text",
+    placeholder: "e.g. 350M or 2.5e9",
+    "aria-label": "Custom target parameters",
+    hidden: true,
+  });
+  target.addEventListener("change", () => {
+    custom.hidden = target.value !== "custom";
+    if (!custom.hidden) custom.focus();
+  });
+  const chosen = () => (target.value === "custom" ? custom.value.trim() : target.value);
+  const save = (format, useTarget) => async () => {
+    try {
+      const params = { format, target: useTarget ? chosen() : null };
+      const { blob, filename } = await download(`candidates/${c.id}/export`, params);
+      const suffix = params.target ? `-${params.target}` : "";
+      saveBlob(blob, filename || `candidate-${c.id}${suffix}.${format === "flax" ? "py" : "json"}`);
+    } catch (error) {
+      showBanner(`Export failed: ${error.message}`);
+    }
+  };
+  return el(
+    "div",
+    { class: "export" },
+    el(
+      "div",
+      { class: "export-row" },
+      el("label", { for: "export-target" }, "Scale to "),
+      target,
+      custom,
+    ),
+    el(
+      "div",
+      { class: "export-row" },
+      el(
+        "button",
+        { type: "button", "data-export": "json", onclick: save("json", false) },
+        "JSON + manifest",
+      ),
+      el(
+        "button",
+        { type: "button", "data-export": "flax", onclick: save("flax", true) },
+        "Flax module",
+      ),
+      el(
+        "button",
+        { type: "button", "data-export": "config", onclick: save("config", true) },
+        "Scaled config",
+      ),
+    ),
+    el("p", { class: "muted small" }, "The Flax module and the config are scaled to the target."),
+  );
+}
+
+function curvePlot(node, c) {
+  const layout = baseLayout({
+    xaxis: { title: { text: "training seconds" }, gridcolor: "#eee", zeroline: false },
+    yaxis: { title: { text: "training loss" }, gridcolor: "#eee", zeroline: false },
+    margin: { l: 56, r: 12, t: 8, b: 40 },
+    showlegend: false,
+  });
+  const trace = {
+    type: "scatter",
+    mode: "lines",
+    x: c.curve.map((p) => p[0]),
+    y: c.curve.map((p) => p[1]),
+    line: { color: STATUS.completed.color, width: 2 },
+    hovertemplate: "%{x:.1f} s: loss %{y:.4f}<extra></extra>",
+  };
+  Plotly.newPlot(node, [trace], layout, plotlyConfig());
+}
+
+function moePlot(node, c) {
+  const layers = c.moe || [];
+  const traces = layers.map((stats, i) => ({
+    type: "bar",
+    name: `MoE ${i + 1} (drop ${(100 * stats.drop_fraction).toFixed(1)}%, entropy ${num(stats.router_entropy, 2)})`,
+    x: stats.expert_load.map((_, e) => e),
+    y: stats.expert_load,
+    hovertemplate: "expert %{x}: %{y:.1%} of tokens<extra></extra>",
+  }));
+  const experts = layers.length ? layers[0].expert_load.length : 0;
+  const layout = baseLayout({
+    barmode: "group",
+    xaxis: { title: { text: "expert" }, dtick: 1, zeroline: false },
+    yaxis: { title: { text: "share of tokens" }, tickformat: ".0%", gridcolor: "#eee" },
+    legend: { orientation: "h", y: -0.3, x: 0 },
+    margin: { l: 56, r: 12, t: 8, b: 80 },
+    shapes: experts
+      ? [
+          {
+            type: "line",
+            xref: "paper",
+            x0: 0,
+            x1: 1,
+            y0: 1 / experts,
+            y1: 1 / experts,
+            line: { dash: "dot", color: "#868e96" },
+          },
+        ]
+      : [],
+  });
+  Plotly.newPlot(node, traces, layout, plotlyConfig());
+}
+
+export function candidateView(root, candidateId) {
+  let destroyed = false;
+  const plots = [];
+  async function load() {
+    let c;
+    let job;
+    try {
+      c = await get(`candidates/${candidateId}`);
+      job = await get(`jobs/${c.job_id}`);
+    } catch (error) {
+      add(
+        root,
+        el("p", { class: "alert" }, `Could not load candidate ${candidateId}: ${error.message}`),
+      );
+      return;
+    }
+    if (destroyed) return;
+    const curve = el("div", { id: "curve-plot", class: "plot small" });
+    const moe = el("div", { id: "moe-plot", class: "plot small" });
+    const hasMoe = (c.moe || []).length > 0;
+    add(
+      root,
+      el(
+        "nav",
+        { class: "crumbs", "aria-label": "Breadcrumb" },
+        el("a", { href: "#/" }, "Jobs"),
+        " › ",
+        el("a", { href: `#/jobs/${job.id}` }, job.name),
+        ` › trial #${c.birth}`,
+      ),
+      el(
+        "div",
+        { class: "title-row" },
+        el("h1", {}, `Candidate #${c.id}`),
+        badge(c.status, c.feasible),
+        c.is_baseline ? el("span", { class: "tag" }, "★ baseline") : null,
+        el("span", { class: "spacer" }),
+        el(
+          "span",
+          { class: "muted" },
+          c.reused_from_id ? `result reused from #${c.reused_from_id}` : "",
+        ),
+      ),
+      el("p", { class: "block-words", id: "block-words" }, describe(c.spec)),
+      reasonBox(c),
+      el("section", { class: "card" }, el("h2", {}, "Block"), blockDiagram(c.spec, c.moe)),
+      el(
+        "div",
+        { class: "grid-2" },
+        el("section", { class: "card" }, el("h2", {}, "Metrics"), metricsList(c)),
+        el(
+          "div",
+          { class: "col" },
+          el(
+            "section",
+            { class: "card" },
+            el("h2", {}, "Learning curve"),
+            c.curve.length ? curve : el("p", { class: "muted" }, "No learning curve recorded."),
+          ),
+          el(
+            "section",
+            { class: "card" },
+            el("h2", {}, "MoE expert load"),
+            hasMoe
+              ? moe
+              : el(
+                  "p",
+                  { class: "muted" },
+                  "No MoE statistics (no MoE layer, or the trial did not finish).",
+                ),
+          ),
+        ),
+      ),
+      el(
+        "div",
+        { class: "grid-2" },
+        el(
+          "section",
+          { class: "card" },
+          el("h2", {}, "Lineage"),
+          el(
+            "p",
+            { class: "muted small" },
+            "From the first ancestor down; each line is the mutation that made it.",
+          ),
+          lineage(c),
+        ),
+        el("section", { class: "card" }, el("h2", {}, "Export"), exportBox(c)),
+      ),
+    );
+    if (c.curve.length) {
+      curvePlot(curve, c);
+      plots.push(curve);
+    }
+    if (hasMoe) {
+      moePlot(moe, c);
+      plots.push(moe);
+    }
+    root.dataset.loaded = "1";
+  }
+  load();
+  return {
+    destroy() {
+      destroyed = true;
+      for (const plot of plots) Plotly.purge(plot);
+    },
+  };
+}

@@ -1,0 +1,449 @@
+// One job: status and progress, the Pareto frontier, hypervolume, search progress, the trials
+// table, all refreshed from the server when the job's event stream says something changed.
+import { get, openEvents } from "./api.js";
+import {
+  add,
+  BASELINE,
+  fill,
+  FRONT_COLOR,
+  STATUS,
+  badge,
+  baseLayout,
+  count,
+  describe,
+  duration,
+  el,
+  num,
+  plotlyConfig,
+  setLive,
+  showBanner,
+} from "./format.js";
+import { actions, progressBar } from "./jobs.js";
+import { trialsTable } from "./table.js";
+
+const FINAL = new Set(["completed", "failed", "cancelled"]);
+// Above this many points plots use WebGL (when the browser has it); SVG is crisp below.
+const WEBGL_ABOVE = 20000;
+
+function hasWebGL() {
+  try {
+    return !!document.createElement("canvas").getContext("webgl2");
+  } catch {
+    return false;
+  }
+}
+
+// Each scored point in exactly one group: baselines, then completed (feasible or not), pruned.
+function groups(points, baselines) {
+  const isBaseline = new Set(baselines);
+  const out = { completed: [], infeasible: [], pruned: [], baseline: [] };
+  for (let i = 0; i < points.id.length; i++) {
+    if (isBaseline.has(points.id[i])) out.baseline.push(i);
+    else if (points.status[i] === "pruned") out.pruned.push(i);
+    else if (points.feasible[i] === false) out.infeasible.push(i);
+    else out.completed.push(i);
+  }
+  return out;
+}
+
+const GROUP_STYLE = {
+  completed: { name: "completed", ...STATUS.completed, size: 7 },
+  infeasible: { name: "infeasible (too slow)", ...STATUS.infeasible, size: 8 },
+  pruned: { name: "pruned (early stop)", ...STATUS.pruned, size: 7 },
+  baseline: { name: "baseline", ...BASELINE, size: 14 },
+};
+
+function pointTraces(points, parts, x, y, type, scale = 1) {
+  return Object.entries(parts).map(([key, indices]) => {
+    const style = GROUP_STYLE[key];
+    const keep = indices.filter((i) => x(i) !== null && y(i) !== null);
+    return {
+      type,
+      mode: "markers",
+      name: `${style.name} (${keep.length})`,
+      meta: "points",
+      x: keep.map(x),
+      y: keep.map(y),
+      customdata: keep.map((i) => points.id[i]),
+      hoverinfo: "none",
+      marker: {
+        symbol: style.symbol,
+        color: style.color,
+        size: style.size * scale,
+        opacity: key === "baseline" ? 1 : 0.8,
+        line: { width: key === "pruned" || key === "infeasible" ? 1.5 : 0.5, color: style.color },
+      },
+    };
+  });
+}
+
+export function jobView(root, jobId) {
+  let destroyed = false;
+  let source = null;
+  let timer = null;
+  let running = false;
+  let again = false;
+  let lastCost = 0;
+  let job = null;
+  const blocks = new Map(); // candidate id -> its block in words, for the hover card
+
+  const head = el("section", { class: "job-head" });
+  const paretoPlot = el("div", { id: "pareto-plot", class: "plot tall" });
+  const hvPlot = el("div", { id: "hv-plot", class: "plot" });
+  const progressPlot = el("div", { id: "progress-plot", class: "plot" });
+  const table = trialsTable(jobId);
+  add(
+    root,
+    head,
+    el(
+      "div",
+      { class: "plots" },
+      el(
+        "figure",
+        { class: "card" },
+        el("figcaption", {}, "Pareto frontier: perplexity vs step time (lower left is better)"),
+        paretoPlot,
+      ),
+      el(
+        "div",
+        { class: "side" },
+        el("figure", { class: "card" }, el("figcaption", {}, "Hypervolume over trials"), hvPlot),
+        el(
+          "figure",
+          { class: "card" },
+          el("figcaption", {}, "Search progress: perplexity of each trial"),
+          progressPlot,
+        ),
+      ),
+    ),
+    table.node,
+  );
+
+  function renderHead() {
+    const p = job.progress;
+    const best = p?.best_candidate_id
+      ? el("a", { href: `#/candidates/${p.best_candidate_id}` }, num(p.best_perplexity, 3))
+      : "–";
+    const objective = job.config.objective;
+    const stat = (label, value) =>
+      el("div", { class: "stat" }, el("span", { class: "label" }, label), el("span", {}, value));
+    fill(
+      head,
+      el(
+        "nav",
+        { class: "crumbs", "aria-label": "Breadcrumb" },
+        el("a", { href: "#/" }, "Jobs"),
+        " › ",
+        job.name,
+      ),
+      el(
+        "div",
+        { class: "title-row" },
+        el("h1", {}, job.name, el("span", { class: "muted" }, ` #${job.id}`)),
+        badge(job.status),
+        el("span", { class: "spacer" }),
+        actions(job, refresh),
+      ),
+      job.error ? el("p", { class: "alert" }, job.error) : null,
+      el(
+        "div",
+        { class: "stats" },
+        stat("Trials", progressBar(p)),
+        stat("Queued", String(p?.queued ?? 0)),
+        stat("Elapsed", duration(p?.elapsed_s)),
+        stat("ETA", duration(p?.eta_s)),
+        stat("Best perplexity", best),
+        stat("Front size", count(p?.front_size)),
+        stat(
+          "Objective",
+          objective.mode === "constrained"
+            ? `constrained: ≤ ${objective.max_step_time_ratio}× ${objective.baseline} step time`
+            : `pareto (baseline ${objective.baseline})`,
+        ),
+        stat("Budget", `${job.config.trial.budget_s}s per trial`),
+      ),
+    );
+  }
+
+  function renderPareto(pareto) {
+    const { points, front, baselines } = pareto;
+    const n = points.id.length;
+    const type = n > WEBGL_ABOVE && hasWebGL() ? "scattergl" : "scatter";
+    const index = new Map(points.id.map((id, i) => [id, i]));
+    const frontIdx = front.map((id) => index.get(id));
+    const traces = pointTraces(
+      points,
+      groups(points, baselines),
+      (i) => points.step_time_ms[i],
+      (i) => points.perplexity[i],
+      type,
+    );
+    traces.push({
+      type,
+      mode: "lines+markers",
+      name: `Pareto front (${front.length})`,
+      meta: "front",
+      x: frontIdx.map((i) => points.step_time_ms[i]),
+      y: frontIdx.map((i) => points.perplexity[i]),
+      customdata: front,
+      hoverinfo: "none",
+      line: { shape: "hv", color: FRONT_COLOR, width: 2 },
+      marker: { symbol: "circle-open", size: 13, color: FRONT_COLOR, line: { width: 2 } },
+    });
+    // Constrained mode: the step-time limit is the baseline's step time x the allowed ratio.
+    const objective = job.config.objective;
+    const reference = baselines.length ? points.step_time_ms[index.get(baselines[0])] : null;
+    const limit =
+      objective.mode === "constrained" && reference
+        ? reference * objective.max_step_time_ratio
+        : null;
+    const layout = baseLayout({
+      shapes: limit
+        ? [
+            {
+              type: "line",
+              yref: "paper",
+              y0: 0,
+              y1: 1,
+              x0: limit,
+              x1: limit,
+              line: { dash: "dash", color: STATUS.infeasible.color, width: 1.5 },
+            },
+          ]
+        : [],
+      xaxis: { title: { text: "step time (ms / step)" }, zeroline: false, gridcolor: "#eee" },
+      yaxis: { title: { text: "validation perplexity" }, zeroline: false, gridcolor: "#eee" },
+      legend: { orientation: "h", y: -0.18, x: 0 },
+      margin: { l: 60, r: 16, t: 12, b: 90 },
+      uirevision: "keep", // zoom and hidden legend entries survive live refreshes
+      annotations: [
+        n ? null : { text: "No scored trials yet", showarrow: false, xref: "paper", yref: "paper" },
+        limit
+          ? {
+              x: limit,
+              y: 1,
+              yref: "paper",
+              text: `step-time limit (${objective.max_step_time_ratio}× baseline)`,
+              showarrow: false,
+              xanchor: "right",
+              yanchor: "top",
+              font: { color: STATUS.infeasible.color, size: 11 },
+            }
+          : null,
+      ].filter(Boolean),
+    });
+    Plotly.react(paretoPlot, traces, layout, plotlyConfig());
+    paretoPlot.dataset.points = String(n);
+  }
+
+  function renderProgress(pareto) {
+    const { points, baselines } = pareto;
+    const n = points.id.length;
+    const type = n > WEBGL_ABOVE && hasWebGL() ? "scattergl" : "scatter";
+    const minutes = (i) => (points.finished_s[i] === null ? null : points.finished_s[i] / 60);
+    const traces = pointTraces(
+      points,
+      groups(points, baselines),
+      minutes,
+      (i) => points.perplexity[i],
+      type,
+      0.7,
+    ).map((trace) => ({ ...trace, showlegend: false }));
+    // The best feasible perplexity so far, in finishing order.
+    const order = [...points.id.keys()]
+      .filter((i) => points.finished_s[i] !== null)
+      .filter((i) => points.status[i] === "completed" && points.feasible[i] !== false)
+      .sort((a, b) => points.finished_s[a] - points.finished_s[b]);
+    const bestX = [];
+    const bestY = [];
+    let best = Infinity;
+    for (const i of order) {
+      if (points.perplexity[i] < best) {
+        best = points.perplexity[i];
+        bestX.push(minutes(i));
+        bestY.push(best);
+      }
+    }
+    if (order.length) {
+      bestX.push(minutes(order[order.length - 1]));
+      bestY.push(best);
+    }
+    traces.push({
+      type: "scatter",
+      mode: "lines",
+      name: "best so far",
+      x: bestX,
+      y: bestY,
+      hoverinfo: "skip",
+      line: { shape: "hv", color: FRONT_COLOR, width: 2 },
+    });
+    const layout = baseLayout({
+      xaxis: { title: { text: "minutes since submission" }, gridcolor: "#eee", zeroline: false },
+      yaxis: { title: { text: "perplexity" }, gridcolor: "#eee", zeroline: false },
+      showlegend: false,
+      margin: { l: 56, r: 12, t: 8, b: 40 },
+      uirevision: "keep",
+    });
+    Plotly.react(progressPlot, traces, layout, plotlyConfig());
+  }
+
+  function renderHypervolume(hv) {
+    const layout = baseLayout({
+      xaxis: { title: { text: "completed trials" }, gridcolor: "#eee", zeroline: false },
+      yaxis: { title: { text: "hypervolume" }, gridcolor: "#eee", zeroline: false },
+      showlegend: false,
+      margin: { l: 56, r: 12, t: 8, b: 40 },
+      uirevision: "keep",
+      annotations: hv.trials.length
+        ? []
+        : [{ text: "No completed trials yet", showarrow: false, xref: "paper", yref: "paper" }],
+    });
+    const trace = {
+      type: "scatter",
+      mode: "lines",
+      x: hv.trials,
+      y: hv.hypervolume,
+      line: { color: STATUS.completed.color, width: 2, shape: "hv" },
+      hovertemplate: "after %{x} trials: %{y:.4g}<extra></extra>",
+    };
+    Plotly.react(hvPlot, [trace], layout, plotlyConfig());
+  }
+
+  async function refresh() {
+    if (running) {
+      again = true;
+      return;
+    }
+    running = true;
+    const started = performance.now();
+    try {
+      const [fresh, pareto, hv] = await Promise.all([
+        get(`jobs/${jobId}`),
+        get(`jobs/${jobId}/pareto`),
+        get(`jobs/${jobId}/hypervolume`),
+        table.reload(),
+      ]);
+      if (destroyed) return;
+      job = fresh;
+      renderHead();
+      renderPareto(pareto);
+      renderProgress(pareto);
+      renderHypervolume(hv);
+      root.dataset.loaded = String(Number(root.dataset.loaded || 0) + 1); // refreshes so far
+      if (FINAL.has(job.status) && source) {
+        source.close();
+        source = null;
+        setLive("done");
+      }
+    } catch (error) {
+      if (!destroyed) showBanner(`Could not load job ${jobId}: ${error.message}`);
+    } finally {
+      running = false;
+      lastCost = performance.now() - started;
+      if (again && !destroyed) {
+        again = false;
+        schedule();
+      }
+    }
+  }
+
+  // Coalesce bursts of events; a job whose refresh is slow (many points) refreshes less often.
+  function schedule() {
+    if (timer || destroyed) return;
+    timer = setTimeout(
+      () => {
+        timer = null;
+        refresh();
+      },
+      Math.max(500, 4 * lastCost),
+    );
+  }
+
+  // The hover card: metrics at once, the block in words once fetched (then cached).
+  const card = document.getElementById("hovercard");
+  async function hover(event, unit) {
+    const point = event.points[0];
+    const id = point.customdata;
+    const mouse = event.event;
+    const trace = point.data;
+    const key = Object.keys(GROUP_STYLE).find((k) => trace.name.startsWith(GROUP_STYLE[k].name));
+    fill(
+      card,
+      el("div", { class: "strong" }, `Candidate #${id}`, key ? ` · ${GROUP_STYLE[key].name}` : ""),
+      el(
+        "div",
+        {},
+        `perplexity ${num(point.y, 3)} · ${unit === "min" ? `finished at ${num(point.x, 1)} min` : `${num(point.x, 1)} ms/step`}`,
+      ),
+      el("div", { class: "block-words" }, blocks.get(id) || "…"),
+      el("div", { class: "muted" }, "click to open"),
+    );
+    card.hidden = false;
+    const x = Math.min(mouse.clientX + 14, window.innerWidth - card.offsetWidth - 8);
+    const y = Math.min(mouse.clientY + 14, window.innerHeight - card.offsetHeight - 8);
+    card.style.left = `${x}px`;
+    card.style.top = `${y}px`;
+    if (!blocks.has(id)) {
+      try {
+        const candidate = await get(`candidates/${id}`);
+        blocks.set(id, describe(candidate.spec));
+      } catch {
+        blocks.set(id, "(block unavailable)");
+      }
+      const words = card.querySelector(".block-words");
+      if (!card.hidden && words && card.firstChild.textContent.startsWith(`Candidate #${id}`))
+        words.textContent = blocks.get(id);
+    }
+  }
+  function unhover() {
+    card.hidden = true;
+  }
+  function click(event) {
+    const id = event.points[0]?.customdata;
+    if (id) location.hash = `#/candidates/${id}`;
+  }
+
+  async function start() {
+    await refresh();
+    if (destroyed || !job) return;
+    for (const [plot, unit] of [
+      [paretoPlot, "ms"],
+      [progressPlot, "min"],
+    ]) {
+      plot.on("plotly_hover", (event) => hover(event, unit));
+      plot.on("plotly_unhover", unhover);
+      plot.on("plotly_click", click);
+    }
+    if (FINAL.has(job.status)) return;
+    source = await openEvents(jobId, {
+      onOpen: () => {
+        setLive("live");
+        schedule(); // anything between the first load and the stream opening
+      },
+      onEvent: (kind, data) => {
+        if (kind === "job" && FINAL.has(data.status)) {
+          source?.close();
+          source = null;
+          setLive("done");
+        }
+        schedule();
+      },
+      onError: () => {
+        if (source) setLive("reconnecting");
+      },
+    });
+    if (destroyed) source.close();
+  }
+
+  start();
+  return {
+    destroy() {
+      destroyed = true;
+      clearTimeout(timer);
+      source?.close();
+      setLive(null);
+      card.hidden = true;
+      for (const plot of [paretoPlot, hvPlot, progressPlot]) Plotly.purge(plot);
+    },
+  };
+}

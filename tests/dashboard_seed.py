@@ -1,0 +1,210 @@
+"""Jobs with known candidates for the dashboard tests: real specs, rows as the runner writes.
+
+Specs are sampled and mutated from the proxy-cpu space, so the block drawings and lineage are
+those of real candidates; the metrics follow a noisy speed/quality trade-off.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import timedelta
+
+import numpy as np
+from sqlalchemy import insert
+
+from nas_service import jobs
+from nas_service.db import Database
+from nas_service.job_config import JobConfig
+from nas_service.models import Candidate, CurvePoint, Job, JobEvent
+from search_space import baseline, mutate, sample, spec_hash
+from search_space.space import PROXY_CPU
+
+# Every 10 trials: 6 completed (one of them over the step-time limit), 2 pruned, 1 failed,
+# 1 diverged.
+PATTERN = (
+    "completed",
+    "completed",
+    "pruned",
+    "completed",
+    "failed",
+    "completed",
+    "infeasible",
+    "pruned",
+    "completed",
+    "diverged",
+)
+TRACEBACK = (
+    "Traceback (most recent call last):\n"
+    '  File "workers/trainer.py", line 301, in train_proxy\n'
+    "    params, opt_state, loss = program.train_step(params, opt_state, batch)\n"
+    "jaxlib.xla_extension.XlaRuntimeError: RESOURCE_EXHAUSTED: Out of memory while trying to "
+    "allocate 17179869184 bytes.\n"
+)
+
+
+@dataclass
+class SeededJob:
+    id: int
+    candidate_ids: list[int]
+    statuses: list[str]
+    baseline_id: int
+
+    @property
+    def scored(self) -> int:
+        """Candidates with a perplexity and a step time: points of the Pareto plot."""
+        return sum(s in ("completed", "infeasible", "pruned") for s in self.statuses)
+
+
+def candidate_row(
+    job_id: int, birth: int, spec, status: str, rng, limit: float | None = None
+) -> dict:
+    """A finished candidate's columns as the runner records them; `limit` is the step-time
+    limit (infeasible ones are over it, the others under it)."""
+    layers = spec.block.layers * spec.repeats
+    step = 40.0 + 6.0 * len(layers) + 0.05 * spec.block.d_model + float(rng.normal(0, 3))
+    if limit is not None:
+        step = limit * rng.uniform(1.02, 1.25) if status == "infeasible" else min(step, limit)
+    ppl = 4.0 + 900.0 / step + float(rng.exponential(0.4))
+    scored = status in ("completed", "infeasible", "pruned")
+    moe = [
+        {
+            "layer": i,
+            "expert_load": (load := rng.dirichlet(np.ones(layer.num_experts) * 3)).tolist(),
+            "drop_fraction": float(rng.uniform(0, 0.08)),
+            "router_entropy": float(-(load * np.log(load)).sum()),
+        }
+        for i, layer in enumerate(layers)
+        if layer.kind == "moe"
+    ]
+    reasons = {
+        "pruned": "hurdle at 25% of the budget: smoothed loss 3.91 > 3.52 (baseline x 1.1)",
+        "failed": "out of memory: RESOURCE_EXHAUSTED while allocating 16.0 GiB",
+        "diverged": "loss is NaN at step 37",
+    }
+    return {
+        "job_id": job_id,
+        "spec": spec.model_dump(mode="json"),
+        "spec_hash": spec_hash(spec),
+        "birth": birth,
+        "status": "completed" if status == "infeasible" else status,
+        "feasible": status != "infeasible" if scored else None,
+        "attempt": 1,
+        "reason": reasons.get(status),
+        "traceback": TRACEBACK if status == "failed" else None,
+        "perplexity": ppl if scored else None,
+        "val_loss": math.log(ppl) if scored else None,
+        "step_time_ms": step if scored else None,
+        "step_time_p90_ms": step * 1.08 if scored else None,
+        "steps": int(30_000 / step) if scored else None,
+        "tokens": int(30_000 / step) * 16 * 64 if scored else None,
+        "train_s": 30.0 if scored else None,
+        "compile_s": 1.2,
+        "params_total": 400_000 + 1000 * len(layers),
+        "params_activated": 300_000 + 800 * len(layers),
+        "mfu": 0.3 if scored else None,
+        "moe": moe if status == "completed" else None,
+        "node_id": "f" * 56,
+    }
+
+
+def seed_job(db: Database, dataset: str, n: int, name: str, seed: int = 0) -> SeededJob:
+    """A running job with `n` finished candidates (the first is the GLaM baseline)."""
+    config = JobConfig(
+        name=name,
+        dataset=dataset,
+        limits={"max_trials": n + 20},
+        objective={"mode": "constrained", "max_step_time_ratio": 1.2},
+    )
+    job = jobs.submit(db, config)
+    rng = np.random.default_rng(seed)
+    specs = [baseline("glam")]
+    parents: list[int | None] = [None]
+    mutations = ["initial: glam baseline"]
+    seen = {spec_hash(specs[0])}
+    while len(specs) < n:  # distinct specs, as the designer proposes
+        if len(specs) < 6:
+            child, parent, mutation = sample(PROXY_CPU, rng), None, "random sample"
+        else:
+            parent = int(rng.integers(max(0, len(specs) - 8), len(specs)))
+            child, mutation = mutate(specs[parent], PROXY_CPU, rng)
+        if spec_hash(child) not in seen:
+            seen.add(spec_hash(child))
+            specs.append(child)
+            parents.append(parent)
+            mutations.append(mutation)
+    statuses = [PATTERN[birth % len(PATTERN)] for birth in range(n)]
+    statuses[0] = "completed"
+    ids: list[int] = []
+    with db.transaction() as session:
+        row = session.get(Job, job.id)
+        row.status = "running"
+        row.started_at = row.created_at
+        start = row.created_at
+        limit = None
+        for birth, spec in enumerate(specs):
+            values = candidate_row(job.id, birth, spec, statuses[birth], rng, limit)
+            if birth == 0:
+                limit = values["step_time_ms"] * config.objective.max_step_time_ratio
+            parent = parents[birth]
+            candidate = Candidate(
+                **values,
+                is_baseline=birth == 0,
+                mutation=mutations[birth],
+                parent_id=ids[parent] if parent is not None else None,
+                created_at=start + timedelta(seconds=10 * birth),
+                started_at=start + timedelta(seconds=10 * birth + 1),
+                finished_at=start + timedelta(seconds=10 * birth + 31),
+            )
+            session.add(candidate)
+            session.flush()
+            ids.append(candidate.id)
+            if values["train_s"]:
+                session.execute(
+                    insert(CurvePoint),
+                    [
+                        {
+                            "candidate_id": candidate.id,
+                            "index": k,
+                            "train_s": 0.3 * k,
+                            "loss": 5.5 * math.exp(-k / 30) + math.log(values["perplexity"]),
+                        }
+                        for k in range(100)
+                    ],
+                )
+            session.add(
+                JobEvent(
+                    job_id=job.id,
+                    kind="trial",
+                    message=candidate.status,
+                    data={"candidate_id": candidate.id},
+                )
+            )
+    return SeededJob(job.id, ids, statuses, ids[0])
+
+
+def add_finished(db: Database, job_id: int, birth: int, perplexity: float, step_ms: float) -> int:
+    """Record one more completed trial and its events, in one transaction as the runner does."""
+    rng = np.random.default_rng(birth)
+    spec = sample(PROXY_CPU, rng)
+    values = candidate_row(job_id, birth, spec, "completed", rng)
+    values.update(perplexity=perplexity, step_time_ms=step_ms, val_loss=math.log(perplexity))
+    with db.transaction() as session:
+        job = session.get(Job, job_id)
+        candidate = Candidate(  # finishing after the seeded ones (10 s apart)
+            **values,
+            is_baseline=False,
+            mutation="random sample",
+            finished_at=job.created_at + timedelta(seconds=10 * birth + 31),
+        )
+        session.add(candidate)
+        session.flush()
+        session.add(
+            JobEvent(
+                job_id=job_id,
+                kind="trial",
+                message="completed",
+                data={"candidate_id": candidate.id},
+            )
+        )
+        return candidate.id

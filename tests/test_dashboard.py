@@ -1,0 +1,393 @@
+"""The dashboard in a real browser: Debian's headless Chromium driven by Playwright, against
+`nas serve` over real HTTP with jobs whose candidates are known (tests/dashboard_seed.py).
+
+Every test fails on a console error, an uncaught exception or a failed request, and saves a
+screenshot under test-artifacts/dashboard/ (or $NAS_TEST_ARTIFACTS).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import httpx
+import pytest
+from dashboard_seed import add_finished, seed_job
+
+from api.cli.local_server import start_server, stop_server
+from nas_service.db import Database
+from search_space import ArchSpec, describe
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = os.environ.get("NAS_TEST_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ARTIFACTS = Path(os.environ.get("NAS_TEST_ARTIFACTS", Path(__file__).parents[1] / "test-artifacts"))
+TOKEN = "dashboard-secret-token"
+DASH, TIMES = "\u2013", "\u00d7"  # as the page prints ranges and dims
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).is_file():
+        pytest.skip(f"no Chromium at {CHROMIUM} (.ci/run installs Debian's chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        yield browser
+        browser.close()
+
+
+def serve(tmp: Path, env: dict[str, str] | None = None):
+    url = f"sqlite:///{tmp / 'nas.db'}"
+    database = Database(url)
+    database.upgrade()
+    environment = {**os.environ, "NAS_DATABASE_URL": url, "NAS_HOME": str(tmp), **(env or {})}
+    process, base = start_server("--no-runner", env=environment)
+    return database, process, base
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory, shakespeare):
+    """A server with three jobs: `known` (60 candidates, left alone), `live` (gets a new trial
+    while a page is open) and `actions` (paused and resumed)."""
+    database, process, base = serve(tmp_path_factory.mktemp("dashboard"))
+    jobs = {
+        "known": seed_job(database, shakespeare, 60, "brainformer-proxy", seed=0),
+        "live": seed_job(database, shakespeare, 12, "live-updates", seed=1),
+        "actions": seed_job(database, shakespeare, 3, "pause-me", seed=2),
+    }
+    yield base, database, jobs
+    stop_server(process)
+    database.dispose()
+
+
+@pytest.fixture
+def page(browser, request):
+    """A 1280x800 page that records every console error, page error and failed request."""
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, accept_downloads=True)
+    page = context.new_page()
+    problems: list[str] = []
+    page.on(
+        "console",
+        lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None,
+    )
+    page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+    page.on("requestfailed", lambda r: problems.append(f"request failed: {r.url} {r.failure}"))
+    # Leaving a job's page closes its event stream, which the browser reports as aborted.
+    page.allowed = ["/events?tail=true net::ERR_ABORTED"]
+    page.on(
+        "response",
+        lambda r: problems.append(f"HTTP {r.status}: {r.url}") if r.status >= 400 else None,
+    )
+    page.problems = problems
+    yield page
+    folder = ARTIFACTS / "dashboard"
+    folder.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(folder / f"{request.node.name}.png"), full_page=True)
+    context.close()
+    unexpected = [p for p in problems if not any(a in p for a in page.allowed)]
+    assert not unexpected, unexpected
+
+
+def api(base: str, path: str, **params) -> dict:
+    response = httpx.get(f"{base}/api/v1/{path}", params=params, timeout=30)
+    response.raise_for_status()
+    return response.json()
+
+
+def open_view(page, base: str, route: str) -> None:
+    page.goto(f"{base}/#/{route}")
+    page.wait_for_selector("#view[data-loaded]", timeout=30_000)
+
+
+def plot_traces(page, plot: str) -> list[dict]:
+    return page.evaluate(
+        """(id) => document.getElementById(id).data.map((t) => ({
+            meta: t.meta || null, name: t.name, n: t.x.length,
+            ids: t.customdata || [], symbol: t.marker && t.marker.symbol }))""",
+        plot,
+    )
+
+
+def test_jobs_list_shows_progress_front_and_best(page, site):
+    base, _, jobs = site
+    known = api(base, f"jobs/{jobs['known'].id}")["progress"]
+    page.goto(base + "/")
+    row = page.locator(f"tr[data-job='{jobs['known'].id}']")
+    row.wait_for()
+    text = row.inner_text()
+    assert "brainformer-proxy" in text and "running" in text
+    assert f"{known['done']} / {known['total']}" in text
+    assert known["front_size"] > 1 and row.locator("td").nth(6).inner_text() == str(
+        known["front_size"]
+    )
+    best = row.locator(f"a[href='#/candidates/{known['best_candidate_id']}']")
+    assert best.inner_text() == f"{known['best_perplexity']:.3f}"
+    assert page.locator("#jobs-table tbody tr").count() == 3
+
+
+def test_pause_and_resume_from_the_list(page, site):
+    base, _, jobs = site
+    job_id = jobs["actions"].id
+    page.goto(base + "/")
+    row = page.locator(f"tr[data-job='{job_id}']")
+    row.locator("[data-action='pause']").click()
+    row.locator("[data-action='resume']").wait_for()
+    assert api(base, f"jobs/{job_id}")["status"] == "paused"
+    assert "paused" in row.inner_text()
+    row.locator("[data-action='resume']").click()
+    row.locator("[data-action='pause']").wait_for()
+    status = api(base, f"jobs/{job_id}")["status"]
+    assert status != "paused" and status in row.inner_text()
+
+
+def test_pareto_plot_has_every_scored_point_the_front_and_the_baseline(page, site):
+    base, _, jobs = site
+    known = jobs["known"]
+    pareto = api(base, f"jobs/{known.id}/pareto")
+    open_view(page, base, f"jobs/{known.id}")
+    traces = plot_traces(page, "pareto-plot")
+    points = [t for t in traces if t["meta"] == "points"]
+    assert sum(t["n"] for t in points) == known.scored == len(pareto["points"]["id"])
+    (front,) = [t for t in traces if t["meta"] == "front"]
+    assert front["ids"] == pareto["front"] and len(pareto["front"]) > 2
+    by_name = {t["name"].split(" (")[0]: t for t in points}
+    assert by_name["baseline"]["ids"] == [known.baseline_id]
+    assert by_name["infeasible"]["n"] == known.statuses.count("infeasible")
+    assert by_name["pruned"]["n"] == known.statuses.count("pruned")
+    # Status is shape as well as colour.
+    assert len({t["symbol"] for t in points}) == len(points)
+    # Drawn, not only handed to plotly: one SVG marker per point, plus the front's rings.
+    drawn = page.locator("#pareto-plot .scatterlayer path.point").count()
+    assert drawn == known.scored + len(pareto["front"])
+    hv = api(base, f"jobs/{known.id}/hypervolume")
+    (curve,) = plot_traces(page, "hv-plot")
+    assert curve["n"] == len(hv["trials"]) > 0
+    progress = [t for t in plot_traces(page, "progress-plot") if t["meta"] == "points"]
+    assert sum(t["n"] for t in progress) == known.scored
+
+
+def test_hover_shows_the_block_in_words_and_click_opens_it(page, site):
+    base, _, jobs = site
+    known = jobs["known"]
+    open_view(page, base, f"jobs/{known.id}")
+    # The baseline's marker, in page pixels, from plotly's own axes.
+    x, y = page.evaluate(
+        """(id) => {
+            const gd = document.getElementById('pareto-plot');
+            const trace = gd.data.find((t) => t.customdata && t.customdata[0] === id
+                                              && t.meta === 'points');
+            const { xaxis, yaxis, _size } = gd._fullLayout;
+            const box = gd.getBoundingClientRect();
+            return [box.left + _size.l + xaxis.l2p(trace.x[0]),
+                    box.top + _size.t + yaxis.l2p(trace.y[0])];
+        }""",
+        known.baseline_id,
+    )
+    page.mouse.move(x, y)
+    card = page.locator("#hovercard")
+    spec = ArchSpec.model_validate(api(base, f"candidates/{known.baseline_id}")["spec"])
+    words = describe(spec)
+    page.wait_for_function(
+        "(words) => document.querySelector('#hovercard .block-words').textContent === words",
+        arg=words,
+    )
+    assert f"Candidate #{known.baseline_id}" in card.inner_text()
+    page.mouse.click(x, y)
+    page.wait_for_url(re.compile(rf"#/candidates/{known.baseline_id}$"))
+    page.wait_for_selector("#block-diagram")
+
+
+def rows(page) -> list[str]:
+    return page.locator("#trials-table tbody tr").all_inner_texts()
+
+
+def test_trials_table_pages_sorts_filters_and_opens_by_keyboard(page, site):
+    base, _, jobs = site
+    known = jobs["known"]
+    open_view(page, base, f"jobs/{known.id}")
+    table = page.locator("#trials-table")
+    assert len(rows(page)) == 25 and rows(page)[0].startswith("#59")
+    tools = page.locator(".table-tools")
+    assert f"1{DASH}25 of 60" in tools.inner_text()
+    page.get_by_role("button", name="Next page").click()
+    page.wait_for_function(
+        "(text) => document.querySelector('.table-tools').innerText.includes(text)",
+        arg=f"26{DASH}50 of 60",
+    )
+    assert rows(page)[0].startswith("#34")
+    # Sort by perplexity (ascending on the first click), back on page 1.
+    table.locator("button[data-sort='perplexity']").click()
+    page.wait_for_function(
+        "() => document.querySelector('th[aria-sort=ascending] [data-sort=perplexity]')"
+    )
+    best = api(base, f"jobs/{known.id}/candidates", sort="perplexity", limit=25)["items"]
+    ids = page.locator("#trials-table tbody tr").evaluate_all("rs => rs.map(r => +r.dataset.id)")
+    assert ids == [c["id"] for c in best]
+    # Filter: failed ones only, each showing its reason.
+    page.select_option("#status-filter", "failed")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#trials-table tbody tr')].every("
+        "r => r.innerText.includes('failed'))"
+    )
+    failed = rows(page)
+    assert len(failed) == known.statuses.count("failed")
+    assert all("out of memory" in r for r in failed)
+    # Keyboard: focus the first row, arrow down, Enter opens the second.
+    second = page.locator("#trials-table tbody tr").nth(1).get_attribute("data-id")
+    page.locator("#trials-table tbody tr").first.focus()
+    page.keyboard.press("ArrowDown")
+    page.keyboard.press("Enter")
+    page.wait_for_url(re.compile(rf"#/candidates/{second}$"))
+    page.wait_for_selector("#reason")
+
+
+def test_a_finished_trial_appears_without_reload(page, site):
+    base, database, jobs = site
+    live = jobs["live"]
+    open_view(page, base, f"jobs/{live.id}")
+    page.wait_for_selector("#live[data-state='live']")
+    # The refresh that follows the stream opening is done: from now on only events update.
+    page.wait_for_selector("#view[data-loaded='2']")
+    page.evaluate("() => { window.__sameDocument = true; }")
+    before = api(base, f"jobs/{live.id}/pareto")
+    # Faster and better than everything: it joins the front and becomes the best.
+    new_id = add_finished(database, live.id, birth=12, perplexity=2.5, step_ms=20.0)
+    page.wait_for_function(
+        """([id, n]) => {
+            const gd = document.getElementById('pareto-plot');
+            const points = gd.data.filter((t) => t.meta === 'points');
+            const front = gd.data.find((t) => t.meta === 'front');
+            return points.reduce((s, t) => s + t.x.length, 0) === n
+                && front.customdata.includes(id);
+        }""",
+        arg=[new_id, len(before["points"]["id"]) + 1],
+        timeout=20_000,
+    )
+    page.wait_for_function(
+        "() => document.querySelector('.table-tools').innerText.includes('of 13')"
+    )
+    assert page.evaluate("() => window.__sameDocument === true")  # no reload happened
+    assert page.locator(f"#trials-table tr[data-id='{new_id}']").count() == 1
+    assert page.locator(f".job-head a[href='#/candidates/{new_id}']").inner_text() == "2.500"
+
+
+def moe_candidate(base: str, job_id: int) -> dict:
+    """A completed candidate of the job with at least two MoE layers and a parent."""
+    for item in api(base, f"jobs/{job_id}/candidates", status="completed", limit=100)["items"]:
+        detail = api(base, f"candidates/{item['id']}")
+        kinds = [layer["kind"] for layer in detail["spec"]["block"]["layers"]]
+        if kinds.count("moe") >= 2 and detail["lineage"]:
+            return detail
+    raise AssertionError("the seeded job has no such candidate")
+
+
+def test_candidate_page_draws_the_block_and_exports(page, site):
+    base, _, jobs = site
+    detail = moe_candidate(base, jobs["known"].id)
+    layers = detail["spec"]["block"]["layers"]
+    open_view(page, base, f"candidates/{detail['id']}")
+    boxes = page.locator("#block-diagram .layer")
+    assert boxes.evaluate_all("bs => bs.map(b => b.dataset.kind)") == [
+        layer["kind"] for layer in layers
+    ]
+    for i, layer in enumerate(layers):
+        box = boxes.nth(i)
+        if layer["kind"] == "moe":
+            assert box.locator(".expert").count() == layer["num_experts"]
+            text = box.inner_text()
+            assert f"capacity {layer['capacity_factor']:g}" in text
+            gating = "expert choice" if layer["gating"] == "expert_choice" else layer["gating"]
+            assert gating in text
+        elif layer["kind"] == "attention":
+            assert f"{layer['heads']} heads {TIMES} {layer['head_dim']}" in box.inner_text()
+    words = describe(ArchSpec.model_validate(detail["spec"]))
+    assert page.locator("#block-words").inner_text() == words
+    assert page.locator("#lineage li").count() == len(detail["lineage"]) + 1
+    assert detail["mutation"] in page.locator("#lineage li.current").inner_text()
+    (curve,) = plot_traces(page, "curve-plot")
+    assert curve["n"] == len(detail["curve"]) == 100
+    assert len(plot_traces(page, "moe-plot")) == len(detail["moe"])
+    metrics = page.locator(".metrics").inner_text()
+    assert f"{detail['perplexity']:.3f}" in metrics
+
+    page.select_option("#export-target", "100M")
+    with page.expect_download() as download:
+        page.locator("[data-export='config']").click()
+    scaled = json.loads(Path(download.value.path()).read_text())
+    assert scaled["scale"]["target"] == "100M" and scaled["spec"]["block"]["layers"]
+    with page.expect_download() as download:
+        page.locator("[data-export='json']").click()
+    exported = json.loads(Path(download.value.path()).read_text())
+    assert exported["candidate"]["id"] == detail["id"] and exported["lineage"]
+    with page.expect_download() as download:
+        page.locator("[data-export='flax']").click()
+    assert download.value.suggested_filename == f"candidate-{detail['id']}-100M.py"
+    # A bad custom target is refused with the server's message, naming the field.
+    page.select_option("#export-target", "custom")
+    page.fill("#export-custom", "lots")
+    page.allowed.append("HTTP 422")
+    page.allowed.append("422 (Unprocessable")
+    page.locator("[data-export='config']").click()
+    banner = page.locator("#banner")
+    banner.wait_for()
+    assert "target" in banner.inner_text()
+
+
+def test_failed_candidate_shows_reason_and_traceback(page, site):
+    base, _, jobs = site
+    known = jobs["known"]
+    failed = known.candidate_ids[known.statuses.index("failed")]
+    open_view(page, base, f"candidates/{failed}")
+    reason = page.locator("#reason")
+    assert "out of memory" in reason.inner_text()
+    assert not page.locator("#reason pre").is_visible()
+    page.locator("#reason summary").click()
+    assert "RESOURCE_EXHAUSTED" in page.locator("#reason pre").inner_text()
+
+
+@pytest.fixture(scope="module")
+def closed_site(tmp_path_factory, shakespeare):
+    """A server whose reads need a token too."""
+    env = {"NAS_API_TOKENS": f"alice:{TOKEN}", "NAS_AUTH_READS": "true"}
+    database, process, base = serve(tmp_path_factory.mktemp("closed"), env)
+    job = seed_job(database, shakespeare, 8, "private", seed=3)
+    yield base, database, job
+    stop_server(process)
+    database.dispose()
+
+
+def test_closed_reads_ask_for_a_token_then_stream_with_it(page, closed_site):
+    base, database, job = closed_site
+    page.allowed.extend(["HTTP 401", "401 (Unauthorized)"])
+    page.goto(f"{base}/#/jobs/{job.id}")
+    banner = page.locator("#banner")
+    banner.wait_for()
+    assert "API token" in banner.inner_text()
+    page.once("dialog", lambda dialog: dialog.accept(TOKEN))
+    page.locator("#token-button").click()
+    page.wait_for_selector("#view[data-loaded]")
+    page.wait_for_selector("#live[data-state='live']")  # EventSource with a stream token
+    page.wait_for_selector("#view[data-loaded='2']")
+    new_id = add_finished(database, job.id, birth=8, perplexity=3.0, step_ms=30.0)
+    page.wait_for_selector(f"#trials-table tr[data-id='{new_id}']", timeout=20_000)
+
+
+def test_dashboard_assets_are_served_offline():
+    """The page references only this server's files: no CDN anywhere."""
+    static = Path(__file__).parents[1] / "api" / "dashboard" / "static"
+    for path in static.iterdir():
+        text = path.read_text(encoding="utf-8")
+        assert not re.search(r"https?://(?!www\.w3\.org)", text), path.name
