@@ -14,6 +14,7 @@ import argparse
 import tempfile
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +36,14 @@ def populate(url: str, n: int, seed: int = 0) -> tuple[int, int]:
     db = Database(url)
     db.upgrade()
     rng = np.random.default_rng(seed)
-    config = JobConfig(name="latency", dataset="builtin:stdlib").model_dump(mode="json")
+    config = JobConfig(
+        name="latency", dataset="builtin:stdlib", limits={"max_trials": n}
+    ).model_dump(mode="json")
     with db.transaction() as session:
         job = Job(name="latency", config=config, status="completed")
         session.add(job)
         session.flush()
-        job_id = job.id
+        job_id, start_time = job.id, job.created_at
     step = rng.uniform(50, 300, n)
     quality = 2.0 + 40.0 / step + rng.exponential(0.3, n)  # a trade-off with noise
     for start in range(0, n, 5000):
@@ -62,6 +65,7 @@ def populate(url: str, n: int, seed: int = 0) -> tuple[int, int]:
                     "step_time_ms": float(step[i]) if scored else None,
                     "feasible": True,
                     "reason": None if scored else "benchmark",
+                    "finished_at": start_time + timedelta(seconds=2 * i),
                 }
             )
         with db.transaction() as session:

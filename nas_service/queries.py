@@ -7,10 +7,11 @@ fast with a hundred thousand candidates in a job.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import Float, delete, func, or_, select
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
 
 from nas_service.db import Database
 from nas_service.jobs import JobConflict, JobError, JobNotFound
@@ -23,6 +24,25 @@ from nas_service.models import (
     JobEvent,
 )
 from nas_service.pareto import hypervolume_2d, pareto_front
+
+
+class EpochSeconds(FunctionElement):
+    """Seconds since 1970 of a timestamp, computed by the database: reading tens of thousands
+    of timestamps into Python datetimes costs more than the rest of a Pareto query."""
+
+    type = Float()
+    inherit_cache = True
+
+
+@compiles(EpochSeconds, "sqlite")
+def _epoch_sqlite(element: EpochSeconds, compiler: Any, **kw: Any) -> str:
+    return f"((julianday({compiler.process(element.clauses, **kw)}) - 2440587.5) * 86400.0)"
+
+
+@compiles(EpochSeconds, "postgresql")
+def _epoch_postgresql(element: EpochSeconds, compiler: Any, **kw: Any) -> str:
+    return f"EXTRACT(EPOCH FROM {compiler.process(element.clauses, **kw)})"
+
 
 # Candidates that can be on a job's Pareto front: completed, not over the step-time limit.
 _FRONT_ELIGIBLE = (
@@ -78,11 +98,7 @@ def progress(db: Database, job: Job) -> Progress:
             .order_by(Candidate.perplexity)
             .limit(1)
         ).first()
-        scored = session.execute(
-            select(Candidate.perplexity, Candidate.step_time_ms).where(
-                Candidate.job_id == job.id, *_FRONT_ELIGIBLE
-            )
-        ).all()
+        front_size = _cached_front_size(session, job, counts.get("completed", 0))
     running, queued = counts.pop("running", 0), counts.pop("queued", 0)
     return Progress(
         done=sum(counts.values()),
@@ -91,7 +107,55 @@ def progress(db: Database, job: Job) -> Progress:
         total=job.config["limits"]["max_trials"],
         best_perplexity=best.perplexity if best else None,
         best_candidate_id=best.id if best else None,
-        front_size=len(pareto_front([tuple(row) for row in scored])),
+        front_size=front_size,
+    )
+
+
+# Counting the front reads every completed row of the job (about 0.35 s at 100,000
+# candidates on SQLite), and the jobs list asks for it every few seconds. A completed row is
+# recorded once and never changes, and candidates are only deleted with their job, so the
+# job's submission time with the count and the highest id of its completed rows identify
+# its front: it is counted again only when one of them changes.
+_front_sizes: dict[int, tuple[tuple[Any, int, int], int]] = {}
+
+
+def _cached_front_size(session: Any, job: Job, completed: int) -> int:
+    last = session.scalar(
+        select(func.max(Candidate.id)).where(
+            Candidate.job_id == job.id, Candidate.status == "completed"
+        )
+    )
+    key = (job.created_at, completed, last or 0)
+    cached = _front_sizes.get(job.id)
+    if cached is None or cached[0] != key:
+        cached = (key, session.scalar(_front_size(job.id)) or 0)
+        _front_sizes[job.id] = cached
+    return cached[1]
+
+
+def _front_size(job_id: int) -> Any:
+    """The number of candidates on the job's Pareto front, counted by the database.
+
+    Over the distinct (perplexity, step time) points sorted by step time then perplexity, a
+    point is on the front when its perplexity is below every earlier one's; equal copies all
+    count, as in `pareto`.
+    """
+    points = (
+        select(
+            Candidate.perplexity.label("ppl"),
+            Candidate.step_time_ms.label("step"),
+            func.count().label("copies"),
+        )
+        .where(Candidate.job_id == job_id, *_FRONT_ELIGIBLE)
+        .group_by(Candidate.perplexity, Candidate.step_time_ms)
+        .subquery()
+    )
+    best_before = func.min(points.c.ppl).over(
+        order_by=(points.c.step, points.c.ppl), rows=(None, -1)
+    )
+    ranked = select(points.c.ppl, points.c.copies, best_before.label("best")).subquery()
+    return select(func.sum(ranked.c.copies)).where(
+        or_(ranked.c.best.is_(None), ranked.c.ppl < ranked.c.best)
     )
 
 
@@ -157,25 +221,28 @@ def delete_job(db: Database, job_id: int) -> None:
 
 
 @dataclass(frozen=True)
-class FrontPoint:
-    id: int
-    perplexity: float
-    step_time_ms: float
-    status: str
-    feasible: bool | None
-    is_baseline: bool
-    finished_at: datetime | None
-    on_front: bool
+class ScoredColumns:
+    """A job's scored candidates column by column (one list per field, in id order)."""
+
+    id: list[int]
+    perplexity: list[float]
+    step_time_ms: list[float]
+    status: list[str]
+    feasible: list[bool | None]
+    is_baseline: list[bool]
+    finished_s: list[float | None]  # seconds from the job's submission to the trial's end
+    front: list[int]  # ids on the front of the feasible completed ones, by step time
 
 
-def pareto(db: Database, job_id: int) -> tuple[Job, list[FrontPoint]]:
-    """The job and every scored candidate of it as a (perplexity, step time) point, flagged
-    when it lies on the Pareto front of the feasible completed ones. Pruned candidates are
-    scored too (they are shown, never on the front)."""
+def pareto(db: Database, job_id: int) -> ScoredColumns:
+    """Every scored candidate of the job as a (perplexity, step time) point, and the Pareto
+    front of the feasible completed ones. Pruned candidates are scored too (they are shown,
+    never on the front). Rows are transposed into columns at C speed: with 100,000
+    candidates, per-row Python objects cost more than the query."""
     with db.sessions() as session:
-        job = session.get(Job, job_id)
-        if job is None:
+        if session.get(Job, job_id) is None:
             raise JobNotFound(f"job {job_id} not found")
+        submitted = select(EpochSeconds(Job.created_at)).where(Job.id == job_id)
         rows = session.execute(
             select(
                 Candidate.id,
@@ -184,7 +251,7 @@ def pareto(db: Database, job_id: int) -> tuple[Job, list[FrontPoint]]:
                 Candidate.status,
                 Candidate.feasible,
                 Candidate.is_baseline,
-                Candidate.finished_at,
+                EpochSeconds(Candidate.finished_at) - submitted.scalar_subquery(),
             )
             .where(
                 Candidate.job_id == job_id,
@@ -193,14 +260,16 @@ def pareto(db: Database, job_id: int) -> tuple[Job, list[FrontPoint]]:
             )
             .order_by(Candidate.id)
         ).all()
+    columns = [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * 7
+    ids, perplexity, step, status, feasible = columns[:5]
     eligible = [
-        i for i, r in enumerate(rows) if r.status == "completed" and r.feasible is not False
+        i
+        for i, (state, ok) in enumerate(zip(status, feasible, strict=True))
+        if state == "completed" and ok is not False
     ]
-    front = {
-        eligible[i]
-        for i in pareto_front([(rows[i].perplexity, rows[i].step_time_ms) for i in eligible])
-    }
-    return job, [FrontPoint(*row, on_front=i in front) for i, row in enumerate(rows)]
+    on_front = [eligible[i] for i in pareto_front([(perplexity[i], step[i]) for i in eligible])]
+    front = [ids[i] for i in sorted(on_front, key=step.__getitem__)]
+    return ScoredColumns(*columns, front=front)
 
 
 def hypervolume_history(db: Database, job_id: int, max_points: int = 500) -> dict[str, Any]:
@@ -230,13 +299,17 @@ def hypervolume_history(db: Database, job_id: int, max_points: int = 500) -> dic
     )
     front: list[tuple[float, float]] = []
     trials, volumes = [], []
+    volume, changed = 0.0, False
     for i, row in enumerate(rows):
         point = (float(row[0]), float(row[1]))
         if not any(p[0] <= point[0] and p[1] <= point[1] for p in front):
             front = [p for p in front if not (point[0] <= p[0] and point[1] <= p[1])] + [point]
+            changed = True
         if i in picks:
+            if changed:  # late in a search the front rarely changes: reuse its volume
+                volume, changed = hypervolume_2d(front, reference), False
             trials.append(i + 1)
-            volumes.append(hypervolume_2d(front, reference))
+            volumes.append(volume)
     return {"reference": reference, "trials": trials, "hypervolume": volumes}
 
 

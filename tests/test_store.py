@@ -173,3 +173,55 @@ def test_the_example_job_file_is_valid():
     example = Path(__file__).resolve().parents[1] / "examples" / "quick.yaml"
     parsed = JobConfig.model_validate(yaml.safe_load(example.read_text()))
     assert parsed.dataset == "builtin:stdlib" and parsed.limits.max_trials == 6
+
+
+def test_front_size_counted_in_sql_matches_the_pareto_math(database, shakespeare):
+    """The jobs list counts the front in SQL (a window over distinct points); it must agree
+    with nas_service.pareto on ties, equal copies, infeasible and unfinished candidates."""
+    import numpy as np
+
+    from nas_service import queries
+    from nas_service.pareto import pareto_front
+
+    rng = np.random.default_rng(0)
+    for round_ in range(8):
+        job = jobs.submit(database, JobConfig(name=f"front {round_}", dataset=shakespeare))
+        rows = []
+        for i in range(40):  # a coarse grid: many ties and exact copies
+            status = ("completed", "completed", "completed", "pruned", "failed")[i % 5]
+            rows.append(
+                Candidate(
+                    job_id=job.id,
+                    spec={},
+                    spec_hash=f"{round_}-{i}",
+                    birth=i,
+                    status=status,
+                    feasible=bool(rng.random() > 0.2),
+                    perplexity=float(rng.integers(1, 6)) if status != "failed" else None,
+                    step_time_ms=float(rng.integers(1, 6)) if status != "failed" else None,
+                )
+            )
+        with database.transaction() as session:
+            session.add_all(rows)
+        eligible = [
+            (r.perplexity, r.step_time_ms) for r in rows if r.status == "completed" and r.feasible
+        ]
+        with database.sessions() as session:
+            stored = session.get(Job, job.id)
+        assert queries.progress(database, stored).front_size == len(pareto_front(eligible))
+        assert len(queries.pareto(database, job.id).front) == len(pareto_front(eligible))
+        # One more completed trial that dominates everything: the cached count follows it.
+        with database.transaction() as session:
+            session.add(
+                Candidate(
+                    job_id=job.id,
+                    spec={},
+                    spec_hash=f"{round_}-best",
+                    birth=40,
+                    status="completed",
+                    feasible=True,
+                    perplexity=0.5,
+                    step_time_ms=0.5,
+                )
+            )
+        assert queries.progress(database, stored).front_size == 1

@@ -90,20 +90,13 @@ def get_candidate(candidate_id: CandidateId, db: DbDep, _: ReadOwner) -> Candida
 
 @router.get("/jobs/{job_id}/pareto", response_model=ParetoPublic)
 def pareto(job_id: JobId, db: DbDep, _: ReadOwner) -> ParetoPublic:
-    job, points = queries.pareto(db, job_id)
-    front = sorted((p for p in points if p.on_front), key=lambda p: p.step_time_ms)
-    columns: dict[str, list] = {
-        name: [getattr(p, name) for p in points]
-        for name in ("id", "perplexity", "step_time_ms", "status", "feasible")
-    }
-    columns["finished_s"] = [
-        round((p.finished_at - job.created_at).total_seconds(), 3) if p.finished_at else None
-        for p in points
-    ]
+    scored = queries.pareto(db, job_id)
+    columns = {name: getattr(scored, name) for name in ScoredPoints.model_fields}
+    columns["finished_s"] = [None if s is None else round(s, 3) for s in scored.finished_s]
     return ParetoPublic(
-        points=ScoredPoints(**columns),
-        front=[p.id for p in front],
-        baselines=[p.id for p in points if p.is_baseline],
+        points=ScoredPoints.model_construct(**columns),  # built from typed columns above
+        front=scored.front,
+        baselines=[i for i, base in zip(scored.id, scored.is_baseline, strict=True) if base],
     )
 
 

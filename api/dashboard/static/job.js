@@ -23,7 +23,7 @@ import { trialsTable } from "./table.js";
 
 const FINAL = new Set(["completed", "failed", "cancelled"]);
 // Above this many points plots use WebGL (when the browser has it); SVG is crisp below.
-const WEBGL_ABOVE = 20000;
+const WEBGL_ABOVE = 2000;
 
 function hasWebGL() {
   try {
@@ -283,6 +283,9 @@ export function jobView(root, jobId) {
       showlegend: false,
       margin: { l: 56, r: 12, t: 8, b: 40 },
       uirevision: "keep",
+      annotations: points.finished_s.some((s) => s !== null)
+        ? []
+        : [{ text: "No finished trials yet", showarrow: false, xref: "paper", yref: "paper" }],
     });
     Plotly.react(progressPlot, traces, layout, plotlyConfig());
   }
@@ -340,6 +343,7 @@ export function jobView(root, jobId) {
     } finally {
       running = false;
       lastCost = performance.now() - started;
+      root.dataset.refreshMs = String(Math.round(lastCost)); // read by bench/dashboard_load.py
       if (again && !destroyed) {
         again = false;
         schedule();
@@ -347,7 +351,8 @@ export function jobView(root, jobId) {
     }
   }
 
-  // Coalesce bursts of events; a job whose refresh is slow (many points) refreshes less often.
+  // Coalesce bursts of events; a job whose refresh is slow (many points) refreshes less often,
+  // spending at most about half of the time refreshing.
   function schedule() {
     if (timer || destroyed) return;
     timer = setTimeout(
@@ -355,7 +360,7 @@ export function jobView(root, jobId) {
         timer = null;
         refresh();
       },
-      Math.max(500, 4 * lastCost),
+      Math.max(300, lastCost),
     );
   }
 
