@@ -80,7 +80,7 @@ export function jobsView(root) {
             "tr",
             {},
             ["Job", "Status", "Trials", "Elapsed", "ETA", "Best perplexity", "Front", ""].map(
-              (name) => el("th", { scope: "col" }, name),
+              (name, i) => el("th", { scope: "col", class: i >= 3 && i <= 6 ? "num" : "" }, name),
             ),
           ),
         ),
