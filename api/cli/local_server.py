@@ -7,6 +7,8 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping
+from contextlib import nullcontext
+from pathlib import Path
 
 import httpx
 
@@ -18,18 +20,24 @@ def free_port() -> int:
 
 
 def start_server(
-    *serve_args: str, env: Mapping[str, str] | None = None, timeout: float = 120
+    *serve_args: str,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 120,
+    log: Path | None = None,
 ) -> tuple[subprocess.Popen, str]:
     """Start `nas serve --port <free> *serve_args`; return it and its URL once it answers.
+    With `log`, the server's and its runner's output go to that file (else nowhere).
 
     Raises RuntimeError (the server stopped) or TimeoutError (it never answered)."""
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "api.cli", "serve", "--port", str(port), *serve_args],
-        env=None if env is None else dict(env),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    # The child keeps its own descriptor of the log once started.
+    with nullcontext(subprocess.DEVNULL) if log is None else open(log, "ab") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "api.cli", "serve", "--port", str(port), *serve_args],
+            env=None if env is None else dict(env),
+            stdout=output,
+            stderr=output,
+        )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
