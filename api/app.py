@@ -38,8 +38,9 @@ def create_app() -> FastAPI:
     install_observability(app, get_db)
     install_offline_docs(app)  # Swagger UI from an installed package: works offline
     install_dashboard(app)
-    # Pareto scatters and candidate pages compress about 4x; SSE streams are never gzipped.
-    app.add_middleware(GZipMiddleware, minimum_size=1024)
+    # JSON compresses about 2.7x at level 1 in a tenth of level 9's time (4.9 MB of Pareto
+    # points: 71 vs 696 ms for 2.95x). SSE streams are never gzipped.
+    app.add_middleware(GZipMiddleware, minimum_size=1024, compresslevel=1)
     app.add_exception_handler(JobError, _field_error)
     app.add_exception_handler(JobNotFound, _not_found)
     return app

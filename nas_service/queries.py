@@ -6,6 +6,7 @@ fast with a hundred thousand candidates in a job.
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -297,16 +298,26 @@ def hypervolume_history(db: Database, job_id: int, max_points: int = 500) -> dic
         if n > max_points
         else set(range(n))
     )
-    front: list[tuple[float, float]] = []
+    # The front so far, sorted by step time (so perplexity strictly decreases along it).
+    steps: list[float] = []
+    ppls: list[float] = []
     trials, volumes = [], []
     volume, changed = 0.0, False
-    for i, row in enumerate(rows):
-        point = (float(row[0]), float(row[1]))
-        if not any(p[0] <= point[0] and p[1] <= point[1] for p in front):
-            front = [p for p in front if not (point[0] <= p[0] and point[1] <= p[1])] + [point]
+    for i, (ppl, step) in enumerate(rows):
+        # The member with the largest step time <= this one has the lowest perplexity of
+        # those that could dominate (or equal) it.
+        at = bisect.bisect_right(steps, step)
+        if not (at and ppls[at - 1] <= ppl):
+            # It joins; the members it dominates (step >= its, perplexity >= its) are a run
+            # that starts where its step time would go.
+            start = end = bisect.bisect_left(steps, step)
+            while end < len(steps) and ppls[end] >= ppl:
+                end += 1
+            steps[start:end], ppls[start:end] = [step], [ppl]
             changed = True
         if i in picks:
             if changed:  # late in a search the front rarely changes: reuse its volume
+                front = list(zip(ppls, steps, strict=True))
                 volume, changed = hypervolume_2d(front, reference), False
             trials.append(i + 1)
             volumes.append(volume)

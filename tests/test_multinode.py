@@ -23,6 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 from spaces import SMALL_SPACE
+from test_runner import wait_for
 
 from api.cli.local_server import free_port, start_server, stop_server
 
@@ -200,16 +201,6 @@ def candidates(client: httpx.Client, job_id: int) -> list[dict]:
     page = client.get(f"{API}/jobs/{job_id}/candidates", params={"limit": 1000})
     page.raise_for_status()
     return page.json()["items"]
-
-
-def wait_for(predicate, timeout: float, message: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {message}")
 
 
 def events(client: httpx.Client, job_id: int) -> list[dict]:

@@ -181,7 +181,7 @@ def test_front_size_counted_in_sql_matches_the_pareto_math(database, shakespeare
     import numpy as np
 
     from nas_service import queries
-    from nas_service.pareto import pareto_front
+    from nas_service.pareto import hypervolume_2d, pareto_front
 
     rng = np.random.default_rng(0)
     for round_ in range(8):
@@ -210,6 +210,11 @@ def test_front_size_counted_in_sql_matches_the_pareto_math(database, shakespeare
             stored = session.get(Job, job.id)
         assert queries.progress(database, stored).front_size == len(pareto_front(eligible))
         assert len(queries.pareto(database, job.id).front) == len(pareto_front(eligible))
+        history = queries.hypervolume_history(database, job.id)  # in id order here
+        reference = history["reference"]
+        assert history["hypervolume"] == [
+            pytest.approx(hypervolume_2d(eligible[:k], reference)) for k in history["trials"]
+        ]
         # One more completed trial that dominates everything: the cached count follows it.
         with database.transaction() as session:
             session.add(
