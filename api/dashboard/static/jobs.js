@@ -95,6 +95,7 @@ export function jobsView(root) {
     try {
       jobs = await get("jobs");
     } catch (error) {
+      if (destroyed) return;
       showBanner(`Could not load jobs: ${error.message}`);
       timer = setTimeout(load, POLL_MS.idle);
       return;
