@@ -99,7 +99,7 @@ def progress(db: Database, job: Job) -> Progress:
             .order_by(Candidate.perplexity)
             .limit(1)
         ).first()
-        front_size = _cached_front_size(session, job, counts.get("completed", 0))
+        front_size = _cached_front_size(db, session, job, counts.get("completed", 0))
     running, queued = counts.pop("running", 0), counts.pop("queued", 0)
     return Progress(
         done=sum(counts.values()),
@@ -117,20 +117,20 @@ def progress(db: Database, job: Job) -> Progress:
 # recorded once and never changes, and candidates are only deleted with their job, so the
 # job's submission time with the count and the highest id of its completed rows identify
 # its front: it is counted again only when one of them changes.
-_front_sizes: dict[int, tuple[tuple[Any, int, int], int]] = {}
+_front_sizes: dict[tuple[str, int], tuple[tuple[Any, int, int], int]] = {}
 
 
-def _cached_front_size(session: Any, job: Job, completed: int) -> int:
+def _cached_front_size(db: Database, session: Any, job: Job, completed: int) -> int:
     last = session.scalar(
         select(func.max(Candidate.id)).where(
             Candidate.job_id == job.id, Candidate.status == "completed"
         )
     )
     key = (job.created_at, completed, last or 0)
-    cached = _front_sizes.get(job.id)
+    cached = _front_sizes.get((db.url, job.id))
     if cached is None or cached[0] != key:
         cached = (key, session.scalar(_front_size(job.id)) or 0)
-        _front_sizes[job.id] = cached
+        _front_sizes[db.url, job.id] = cached
     return cached[1]
 
 
