@@ -3,6 +3,7 @@ import { download, get } from "./api.js";
 import { blockDiagram } from "./block.js";
 import {
   add,
+  axis,
   STATUS,
   badge,
   baseLayout,
@@ -152,8 +153,8 @@ function exportBox(c) {
 
 function curvePlot(node, c) {
   const layout = baseLayout({
-    xaxis: { title: { text: "training seconds" }, gridcolor: "#eee", zeroline: false },
-    yaxis: { title: { text: "training loss" }, gridcolor: "#eee", zeroline: false },
+    xaxis: axis("training seconds"),
+    yaxis: axis("training loss"),
     margin: { l: 56, r: 12, t: 8, b: 40 },
     showlegend: false,
   });
@@ -180,8 +181,8 @@ function moePlot(node, c) {
   const experts = layers.length ? layers[0].expert_load.length : 0;
   const layout = baseLayout({
     barmode: "group",
-    xaxis: { title: { text: "expert" }, dtick: 1, zeroline: false },
-    yaxis: { title: { text: "share of tokens" }, tickformat: ".0%", gridcolor: "#eee" },
+    xaxis: axis("expert", { dtick: 1, gridcolor: null }),
+    yaxis: axis("share of tokens", { tickformat: ".0%" }),
     legend: { orientation: "h", y: -0.3, x: 0 },
     margin: { l: 56, r: 12, t: 8, b: 80 },
     shapes: experts

@@ -108,6 +108,11 @@ export function plotlyConfig() {
   return { displaylogo: false, responsive: true, modeBarButtonsToRemove: ["lasso2d", "select2d"] };
 }
 
+// One plot axis as every chart here draws it: titled, light grid, no zero line.
+export function axis(title, extra = {}) {
+  return { title: { text: title }, gridcolor: "#eee", zeroline: false, ...extra };
+}
+
 export function baseLayout(extra = {}) {
   return {
     margin: { l: 56, r: 16, t: 36, b: 44 },

@@ -3,6 +3,7 @@
 import { get, openEvents } from "./api.js";
 import {
   add,
+  axis,
   BASELINE,
   fill,
   FRONT_COLOR,
@@ -25,13 +26,14 @@ const FINAL = new Set(["completed", "failed", "cancelled"]);
 // Above this many points plots use WebGL (when the browser has it); SVG is crisp below.
 const WEBGL_ABOVE = 2000;
 
-function hasWebGL() {
+// Probed once: every probe creates a WebGL context, and browsers cap live contexts.
+const HAS_WEBGL = (() => {
   try {
     return !!document.createElement("canvas").getContext("webgl2");
   } catch {
     return false;
   }
-}
+})();
 
 // Each scored point in exactly one group: baselines, then completed (feasible or not), pruned.
 function groups(points, baselines) {
@@ -165,15 +167,15 @@ export function jobView(root, jobId) {
     );
   }
 
-  function renderPareto(pareto) {
+  // `parts`: each point's group (from `groups`); `type`: the scatter trace type for this size.
+  function renderPareto(pareto, parts, type) {
     const { points, front, baselines } = pareto;
     const n = points.id.length;
-    const type = n > WEBGL_ABOVE && hasWebGL() ? "scattergl" : "scatter";
     const index = new Map(points.id.map((id, i) => [id, i]));
     const frontIdx = front.map((id) => index.get(id));
     const traces = pointTraces(
       points,
-      groups(points, baselines),
+      parts,
       (i) => points.step_time_ms[i],
       (i) => points.perplexity[i],
       type,
@@ -211,8 +213,8 @@ export function jobView(root, jobId) {
             },
           ]
         : [],
-      xaxis: { title: { text: "step time (ms / step)" }, zeroline: false, gridcolor: "#eee" },
-      yaxis: { title: { text: "validation perplexity" }, zeroline: false, gridcolor: "#eee" },
+      xaxis: axis("step time (ms / step)"),
+      yaxis: axis("validation perplexity"),
       legend: { orientation: "h", y: -0.18, x: 0 },
       margin: { l: 60, r: 16, t: 12, b: 90 },
       uirevision: "keep", // zoom and hidden legend entries survive live refreshes
@@ -236,19 +238,12 @@ export function jobView(root, jobId) {
     paretoPlot.dataset.points = String(n);
   }
 
-  function renderProgress(pareto) {
-    const { points, baselines } = pareto;
-    const n = points.id.length;
-    const type = n > WEBGL_ABOVE && hasWebGL() ? "scattergl" : "scatter";
+  function renderProgress(pareto, parts, type) {
+    const { points } = pareto;
     const minutes = (i) => (points.finished_s[i] === null ? null : points.finished_s[i] / 60);
-    const traces = pointTraces(
-      points,
-      groups(points, baselines),
-      minutes,
-      (i) => points.perplexity[i],
-      type,
-      0.7,
-    ).map((trace) => ({ ...trace, showlegend: false }));
+    const traces = pointTraces(points, parts, minutes, (i) => points.perplexity[i], type, 0.7).map(
+      (trace) => ({ ...trace, showlegend: false }),
+    );
     // The best feasible perplexity so far, in finishing order.
     const order = [...points.id.keys()]
       .filter((i) => points.finished_s[i] !== null)
@@ -278,8 +273,8 @@ export function jobView(root, jobId) {
       line: { shape: "hv", color: FRONT_COLOR, width: 2 },
     });
     const layout = baseLayout({
-      xaxis: { title: { text: "minutes since submission" }, gridcolor: "#eee", zeroline: false },
-      yaxis: { title: { text: "perplexity" }, gridcolor: "#eee", zeroline: false },
+      xaxis: axis("minutes since submission"),
+      yaxis: axis("perplexity"),
       showlegend: false,
       margin: { l: 56, r: 12, t: 8, b: 40 },
       uirevision: "keep",
@@ -292,8 +287,8 @@ export function jobView(root, jobId) {
 
   function renderHypervolume(hv) {
     const layout = baseLayout({
-      xaxis: { title: { text: "completed trials" }, gridcolor: "#eee", zeroline: false },
-      yaxis: { title: { text: "hypervolume" }, gridcolor: "#eee", zeroline: false },
+      xaxis: axis("completed trials"),
+      yaxis: axis("hypervolume"),
       showlegend: false,
       margin: { l: 56, r: 12, t: 8, b: 40 },
       uirevision: "keep",
@@ -329,8 +324,10 @@ export function jobView(root, jobId) {
       if (destroyed) return;
       job = fresh;
       renderHead();
-      renderPareto(pareto);
-      renderProgress(pareto);
+      const parts = groups(pareto.points, pareto.baselines);
+      const type = pareto.points.id.length > WEBGL_ABOVE && HAS_WEBGL ? "scattergl" : "scatter";
+      renderPareto(pareto, parts, type);
+      renderProgress(pareto, parts, type);
       renderHypervolume(hv);
       root.dataset.loaded = String(Number(root.dataset.loaded || 0) + 1); // refreshes so far
       if (FINAL.has(job.status) && source) {
