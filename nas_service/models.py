@@ -91,6 +91,7 @@ class Candidate(Base):
         Index("ix_candidates_job_status", "job_id", "status"),
         Index("ix_candidates_job_perplexity", "job_id", "perplexity"),
         Index("ix_candidates_job_step_time", "job_id", "step_time_ms"),
+        Index("ix_candidates_job_step_time_ratio", "job_id", "step_time_ratio"),
         Index("ix_candidates_job_finished", "job_id", "finished_at"),
     )
 
@@ -107,6 +108,9 @@ class Candidate(Base):
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     node_id: Mapped[str | None] = mapped_column(String(64))
     slot: Mapped[int | None] = mapped_column(Integer)
+    # platform and device kind of the trial's device (CPU: the host's processor model);
+    # results of different kinds are never ranked against each other.
+    device_kind: Mapped[str | None] = mapped_column(String(200))
     reused_from_id: Mapped[int | None] = mapped_column(
         ForeignKey("candidates.id", ondelete="SET NULL")
     )
@@ -114,6 +118,7 @@ class Candidate(Base):
     reason: Mapped[str | None] = mapped_column(Text)
     traceback: Mapped[str | None] = mapped_column(Text)
     val_loss: Mapped[float | None] = mapped_column(Float)
+    val_loss_inference: Mapped[float | None] = mapped_column(Float)
     perplexity: Mapped[float | None] = mapped_column(Float)
     bits_per_byte: Mapped[float | None] = mapped_column(Float)
     steps: Mapped[int | None] = mapped_column(Integer)
@@ -124,6 +129,8 @@ class Candidate(Base):
     eval_s: Mapped[float | None] = mapped_column(Float)
     step_time_ms: Mapped[float | None] = mapped_column(Float)
     step_time_p90_ms: Mapped[float | None] = mapped_column(Float)
+    reference_step_time_ms: Mapped[float | None] = mapped_column(Float)
+    step_time_ratio: Mapped[float | None] = mapped_column(Float)
     tokens_per_s: Mapped[float | None] = mapped_column(Float)
     params_total: Mapped[int | None] = mapped_column(BigInteger)
     params_activated: Mapped[int | None] = mapped_column(BigInteger)
@@ -132,6 +139,7 @@ class Candidate(Base):
     moe: Mapped[list[Any] | None]
     device: Mapped[dict[str, Any] | None]
     smoothed_loss_at: Mapped[dict[str, Any] | None]
+    val_loss_at: Mapped[dict[str, Any] | None]
     # -------------------------------------------------------------------------------------
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -148,6 +156,7 @@ RESULT_COLUMNS = (
     "reason",
     "traceback",
     "val_loss",
+    "val_loss_inference",
     "perplexity",
     "bits_per_byte",
     "steps",
@@ -158,6 +167,8 @@ RESULT_COLUMNS = (
     "eval_s",
     "step_time_ms",
     "step_time_p90_ms",
+    "reference_step_time_ms",
+    "step_time_ratio",
     "tokens_per_s",
     "params_total",
     "params_activated",
@@ -166,6 +177,7 @@ RESULT_COLUMNS = (
     "moe",
     "device",
     "smoothed_loss_at",
+    "val_loss_at",
 )
 
 

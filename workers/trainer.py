@@ -61,6 +61,7 @@ class TrialResult:
     reason: str | None = None
     traceback: str | None = None
     val_loss: float | None = None
+    val_loss_inference: float | None = None  # expert-choice blocks: batch-1 routing
     perplexity: float | None = None
     bits_per_byte: float | None = None
     steps: int = 0
@@ -71,6 +72,8 @@ class TrialResult:
     eval_s: float = 0.0
     step_time_ms: float | None = None
     step_time_p90_ms: float | None = None
+    reference_step_time_ms: float | None = None  # the reference block on the same slot
+    step_time_ratio: float | None = None  # step_time_ms / reference_step_time_ms
     tokens_per_s: float | None = None
     params_total: int = 0
     params_activated: int = 0
@@ -80,6 +83,7 @@ class TrialResult:
     device: dict[str, Any] = field(default_factory=dict)
     curve: list[tuple[float, float]] = field(default_factory=list)
     smoothed_loss_at: dict[str, float] = field(default_factory=dict)
+    val_loss_at: dict[str, float] = field(default_factory=dict)  # budget fraction -> loss
 
     def to_json(self) -> dict[str, Any]:
         return _finite({name: getattr(self, name) for name in self.__dataclass_fields__})
