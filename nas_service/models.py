@@ -127,6 +127,7 @@ class Candidate(Base):
     compile_s: Mapped[float | None] = mapped_column(Float)
     data_s: Mapped[float | None] = mapped_column(Float)
     eval_s: Mapped[float | None] = mapped_column(Float)
+    reference_s: Mapped[float | None] = mapped_column(Float)
     step_time_ms: Mapped[float | None] = mapped_column(Float)
     step_time_p90_ms: Mapped[float | None] = mapped_column(Float)
     reference_step_time_ms: Mapped[float | None] = mapped_column(Float)
@@ -165,6 +166,7 @@ RESULT_COLUMNS = (
     "compile_s",
     "data_s",
     "eval_s",
+    "reference_s",
     "step_time_ms",
     "step_time_p90_ms",
     "reference_step_time_ms",

@@ -6,7 +6,8 @@ import time
 import pytest
 
 from search_space import baseline
-from workers.actor import slot_cores, worker_actor
+from workers.actor import worker_actor
+from workers.cores import LOCK_DIR_ENV
 
 
 def request(candidate_id: int, source: str, budget: float = 1.0, name: str = "dense", **extra):
@@ -21,17 +22,10 @@ def request(candidate_id: int, source: str, budget: float = 1.0, name: str = "de
     }
 
 
-def test_slot_cores_split_the_machine():
-    assert slot_cores(0, 1, [0, 1]) == [0]
-    assert slot_cores(1, 1, [0, 1]) == [1]
-    assert slot_cores(2, 1, [0, 1]) == [0]  # wraps around
-    assert slot_cores(1, 2, [4, 5, 6, 7]) == [6, 7]
-    assert slot_cores(0, 8, [0, 1]) == [0, 1]
-
-
 @pytest.fixture(scope="module")
-def actor(ray_local):
-    handle = worker_actor(slot=1, cpus_per_slot=1)
+def actor(ray_local, tmp_path_factory):
+    locks = str(tmp_path_factory.mktemp("core-locks"))  # cores of its own, whatever else runs
+    handle = worker_actor(slot=1, cpus_per_slot=1, runtime_env={"env_vars": {LOCK_DIR_ENV: locks}})
     yield handle
     ray_local.kill(handle)
 
@@ -40,6 +34,7 @@ def test_actor_runs_trials_in_a_row_and_survives_a_failure(actor, ray_local, sha
     info = ray_local.get(actor.info.remote())
     if hasattr(os, "sched_getaffinity") and len(os.sched_getaffinity(0)) > 1:
         assert len(info["cores"]) == 1 and info["pid"] != os.getpid()
+        assert info["cores"] == [min(os.sched_getaffinity(0))] and not info["cores_shared"]
     bad = ray_local.get(actor.run.remote(request(1, "text:/nonexistent/corpus.txt")))
     assert bad["candidate_id"] == 1 and bad["result"]["status"] == "failed"
     assert "does not exist" in bad["result"]["reason"] and bad["result"]["traceback"]

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from search_space import ArchSpec, baseline
+from search_space.cost import cost
 from workers.data import DatasetError
-from workers.trainer import TrainConfig, train_proxy
+from workers.trainer import Budget, TrainConfig, train_proxy
 
 FIELDS = {
     "status",
@@ -160,3 +161,103 @@ def test_too_short_data_and_vocabulary_mismatch(tmp_path, shakespeare_data):
     small_vocab = baseline("dense").model_copy(update={"vocab_size": 100})
     with pytest.raises(ValueError, match="vocab_size"):
         train_proxy(small_vocab, 1.0, shakespeare_data)
+
+
+# --- budgets that reproduce, validation at fractions, the reference on the same slot -------
+
+
+def wide_dense() -> ArchSpec:
+    """A dense block several times slower than the proxy-cpu dense baseline."""
+    return baseline("dense").model_copy(
+        update={"block": baseline("dense").block.model_copy(update={"d_model": 384})}
+    )
+
+
+def test_a_steps_budget_reproduces_bitwise(shakespeare_data):
+    budget = Budget(steps=12)
+    first = train_proxy(baseline("glam"), budget, shakespeare_data, seed=3, config=QUICK)
+    again = train_proxy(baseline("glam"), budget, shakespeare_data, seed=3, config=QUICK)
+    assert first.status == again.status == "ok"
+    assert first.steps == again.steps == 12
+    assert first.val_loss == again.val_loss  # bitwise, not approximately
+    assert first.val_loss_at == again.val_loss_at
+    assert first.step_time_ms > 0  # still measured
+
+
+def test_a_flops_budget_is_turned_into_steps_and_reproduces(shakespeare_data):
+    spec = baseline("dense")
+    per_step = cost(spec).train_flops_per_token * QUICK.batch_size * spec.seq_len
+    budget = Budget(flops=10.5 * per_step)
+    first = train_proxy(spec, budget, shakespeare_data, config=QUICK)
+    again = train_proxy(spec, budget, shakespeare_data, config=QUICK)
+    assert first.steps == again.steps == 10
+    assert first.val_loss == again.val_loss
+    other_seed = train_proxy(spec, budget, shakespeare_data, seed=1, config=QUICK)
+    assert other_seed.val_loss != first.val_loss
+
+
+def test_budget_takes_exactly_one_positive_kind():
+    with pytest.raises(ValueError, match="exactly one"):
+        Budget(seconds=1.0, steps=3)
+    with pytest.raises(ValueError, match="exactly one"):
+        Budget()
+    with pytest.raises(ValueError, match="steps must be positive"):
+        Budget(steps=0)
+
+
+def test_validation_loss_is_measured_at_fractions_of_the_budget(shakespeare_data):
+    result = train_proxy(baseline("dense"), Budget(steps=40), shakespeare_data, config=QUICK)
+    assert set(result.val_loss_at) == {"0.25", "0.5", "1"}
+    assert result.val_loss_at["1"] == result.val_loss
+    assert result.val_loss_at["0.25"] > result.val_loss  # it learns between the two
+    assert result.eval_s > 0
+
+
+def test_the_reference_is_timed_on_the_same_process(shakespeare_data):
+    reference = baseline("dense")
+    itself = train_proxy(reference, 2.0, shakespeare_data, config=QUICK, reference=reference)
+    assert itself.reference_step_time_ms > 0 and itself.reference_s > 0
+    assert itself.step_time_ratio == pytest.approx(
+        itself.step_time_ms / itself.reference_step_time_ms
+    )
+    assert 0.7 < itself.step_time_ratio < 1.4  # the same program, timed two ways
+    slower = train_proxy(wide_dense(), 2.0, shakespeare_data, config=QUICK, reference=reference)
+    assert slower.step_time_ratio > 1.5
+    assert train_proxy(reference, 0.5, shakespeare_data).step_time_ratio is None
+
+
+def test_the_step_time_hurdle_prunes_a_slow_block_at_its_fraction(shakespeare_data):
+    config = TrainConfig(warmup_steps=5, step_hurdle=(0.25, 1.2))
+    slow = train_proxy(
+        wide_dense(), Budget(steps=40), shakespeare_data, config=config, reference=baseline("dense")
+    )
+    assert slow.status == "pruned" and "step time" in slow.reason and "25%" in slow.reason
+    assert slow.steps == 10 and slow.val_loss is not None
+
+
+def test_the_pareto_loss_hurdle_spares_blocks_faster_than_the_reference(shakespeare_data):
+    config = TrainConfig(warmup_steps=5, hurdles=((0.25, 0.5),), loss_hurdle_min_ratio=1.0)
+    fast = train_proxy(
+        baseline("dense"), Budget(steps=20), shakespeare_data, config=config, reference=wide_dense()
+    )
+    assert fast.status == "ok" and fast.step_time_ratio < 1
+    slow = train_proxy(
+        wide_dense(), Budget(steps=20), shakespeare_data, config=config, reference=baseline("dense")
+    )
+    assert slow.status == "pruned" and "not faster than the reference" in slow.reason
+
+
+def test_expert_choice_never_trains_below_its_batch_size(shakespeare_data):
+    spec = baseline("glam-ec")
+    layer = next(layer for layer in spec.block.layers if layer.kind == "moe")
+    too_small = int(layer.num_experts / layer.capacity_factor) - 1
+    with pytest.raises(ValueError, match="batch_size"):
+        train_proxy(spec, 1.0, shakespeare_data, config=TrainConfig(batch_size=too_small))
+
+
+def test_expert_choice_blocks_are_also_scored_with_the_inference_routing(shakespeare_data):
+    ec = train_proxy(baseline("glam-ec"), Budget(steps=10), shakespeare_data, config=QUICK)
+    assert ec.status == "ok" and ec.val_loss_inference is not None
+    assert math.isfinite(ec.val_loss_inference) and ec.val_loss_inference != ec.val_loss
+    tc = train_proxy(baseline("glam"), Budget(steps=3), shakespeare_data, config=QUICK)
+    assert tc.val_loss_inference is None

@@ -1,8 +1,9 @@
 """The Ray worker actor: one long-lived process per trial slot, running trials in turn.
 
-This module must not import JAX at top level: on CPUs the actor pins itself to its slot's
-cores with `os.sched_setaffinity` *before* JAX starts (XLA sizes its thread pool from the
-affinity mask and ignores OMP_NUM_THREADS), so concurrent trials do not fight over cores.
+This module must not import JAX at top level: on CPUs the actor pins itself to cores of
+its own (`workers.cores`, chosen per node) with `os.sched_setaffinity` *before* JAX starts
+(XLA sizes its thread pool from the affinity mask and ignores OMP_NUM_THREADS), so concurrent
+trials do not fight over cores.
 
 Create it with `worker_actor(...)`: it runs with `max_concurrency=2`, so `cancel` is served
 while `run` is busy; the trainer checks the cancel flag between steps.
@@ -19,13 +20,7 @@ from typing import Any
 import ray
 
 from search_space.specs import ArchSpec
-
-
-def slot_cores(slot: int, cpus_per_slot: int, available: list[int]) -> list[int]:
-    """The cores of a slot: consecutive blocks of the available cores, wrapping around."""
-    count = max(1, min(cpus_per_slot, len(available)))
-    start = (slot * count) % len(available)
-    return [available[(start + i) % len(available)] for i in range(count)]
+from workers import cores
 
 
 class TrialWorker:
@@ -36,9 +31,11 @@ class TrialWorker:
         assigned = ray.get_runtime_context().get_assigned_resources()
         self.accelerated = any(name in assigned for name in ("GPU", "TPU"))
         self.cores: list[int] = []
+        self.cores_shared = False
         if not self.accelerated and hasattr(os, "sched_setaffinity"):
-            available = sorted(os.sched_getaffinity(0))
-            self.cores = slot_cores(slot, cpus_per_slot, available)
+            # Locked for the life of the process: the OS frees them when it dies.
+            self._core_lease = cores.allocate(cpus_per_slot)
+            self.cores, self.cores_shared = self._core_lease.cores, self._core_lease.shared
             os.sched_setaffinity(0, self.cores)
         # Trials may share a GPU: don't let the first one take 75% of its memory.
         os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
@@ -59,7 +56,8 @@ class TrialWorker:
             "slot": self.slot,
             "pid": os.getpid(),
             "node_id": ray.get_runtime_context().get_node_id(),
-            "cores": self.cores,
+            "cores": sorted(os.sched_getaffinity(0)) if self.cores else [],  # as pinned
+            "cores_shared": self.cores_shared,
             "device": fingerprint(),
         }
 
@@ -68,8 +66,10 @@ class TrialWorker:
         self._cancelled.add((candidate_id, attempt))
 
     def run(self, request: dict[str, Any]) -> dict[str, Any]:
-        """Train one trial. Request: candidate_id, attempt, spec (JSON object), budget_s,
-        data (source string), seed, and optionally config (TrainConfig fields)."""
+        """Train one trial. Request: candidate_id, attempt, spec (JSON object), budget
+        ({"seconds": s} | {"steps": n} | {"flops": f}, or budget_s), data (source string),
+        seed, and optionally config (TrainConfig fields) and reference (the spec whose step
+        time, measured on this slot, is the trial's unit of step time)."""
         key = (request["candidate_id"], request["attempt"])
         if not self._busy.acquire(blocking=False):
             raise RuntimeError(f"worker slot {self.slot} is already running a trial")
@@ -93,22 +93,25 @@ class TrialWorker:
             source = request["data"]
             if source not in self._datasets:
                 self._datasets[source] = self._data.load_dataset(source)
-            config_fields = dict(request.get("config") or {})
-            if "hurdles" in config_fields:  # JSON lists back to the frozen config's tuples
-                config_fields["hurdles"] = tuple(tuple(h) for h in config_fields["hurdles"])
-            if "report_fractions" in config_fields:
-                config_fields["report_fractions"] = tuple(config_fields["report_fractions"])
+            config_fields = {  # JSON lists back to the frozen config's tuples
+                name: _tuples(value) for name, value in (request.get("config") or {}).items()
+            }
+            reference = request.get("reference")
             result = trainer.train_proxy(
                 spec,
-                float(request["budget_s"]),
+                trainer.Budget(**request.get("budget", {"seconds": request.get("budget_s")})),
                 self._datasets[source],
                 seed=int(request.get("seed", 0)),
                 config=trainer.TrainConfig(**config_fields),
+                reference=ArchSpec.model_validate(reference) if reference else None,
                 should_stop=lambda: key in self._cancelled,
                 programs=self._programs,
                 cache_dir=self._cache_dir,
             )
-            return result.to_json()
+            out = result.to_json()
+            if self.cores_shared:  # timed on cores other trials use too: say so
+                out["device"] = {**out["device"], "cores_shared": True}
+            return out
         except Exception as exc:
             failed = trainer.TrialResult(
                 status="failed",
@@ -116,6 +119,10 @@ class TrialWorker:
                 traceback=traceback.format_exc(),
             )
             return failed.to_json()
+
+
+def _tuples(value: Any) -> Any:
+    return tuple(_tuples(item) for item in value) if isinstance(value, list) else value
 
 
 def worker_actor(

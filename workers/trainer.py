@@ -33,6 +33,34 @@ CURVE_POINTS = 100
 
 
 @dataclass(frozen=True)
+class Budget:
+    """How long a trial trains: exactly one of wall-clock seconds of steps (the paper's fixed
+    budget: faster blocks get more steps), a number of steps, or training FLOPs (turned into
+    steps with the cost model). Steps and FLOPs budgets reproduce exactly with the same seed
+    on the same device; a seconds budget depends on the machine's speed."""
+
+    seconds: float | None = None
+    steps: int | None = None
+    flops: float | None = None
+
+    def __post_init__(self) -> None:
+        given = {name: value for name, value in self.__dict__.items() if value is not None}
+        if len(given) != 1:
+            raise ValueError("budget: give exactly one of seconds, steps or flops")
+        ((name, value),) = given.items()
+        if not value > 0:
+            raise ValueError(f"budget: {name} must be positive, got {value}")
+
+    def step_limit(self, train_flops_per_token: int, tokens_per_step: int) -> int | None:
+        """The number of steps of a steps or FLOPs budget; None for a seconds budget."""
+        if self.steps is not None:
+            return int(self.steps)
+        if self.flops is not None:
+            return max(1, int(self.flops // (train_flops_per_token * tokens_per_step)))
+        return None
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Optimizer and loop settings; the defaults train every proxy-cpu baseline stably."""
 
@@ -46,11 +74,34 @@ class TrainConfig:
     timing_warmup_steps: int = 3
     loss_smoothing: float = 0.9
     # (fraction of the budget, loss threshold): stop as `pruned` when the smoothed training
-    # loss exceeds the threshold once that fraction of the budget is spent.
+    # loss exceeds the threshold once that fraction of the budget is spent...
     hurdles: tuple[tuple[float, float], ...] = ()
+    # ...and, when set, only if the step-time ratio is at least this (pareto mode: a block
+    # faster than the reference may still join the front's fast end, so it is kept).
+    loss_hurdle_min_ratio: float | None = None
+    # (fraction, max ratio): stop as `pruned` when the step-time ratio exceeds the maximum
+    # at that fraction (the constrained mode's early stop on step time).
+    step_hurdle: tuple[float, float] | None = None
     # Fractions of the budget at which the smoothed training loss is reported (the
     # controller sets a candidate's hurdle from the baseline's loss at the same fraction).
     report_fractions: tuple[float, ...] = (0.25, 0.5, 1.0)
+    # Fractions of the budget at which the validation loss is measured (outside the budget):
+    # the budget-free schedule makes a long trial's prefix the short trial, so one run gives
+    # its own fidelity curve.
+    eval_at: tuple[float, ...] = (0.25, 0.5, 1.0)
+    # Steps of the reference block timed on the same slot (half before training, half after).
+    reference_steps: int = 8
+
+
+# The TrainConfig fields that change the compiled program (the rest steer the loop).
+_PROGRAM_FIELDS = (
+    "batch_size",
+    "learning_rate",
+    "warmup_steps",
+    "weight_decay",
+    "grad_clip",
+    "beta2",
+)
 
 
 @dataclass(frozen=True)
@@ -70,6 +121,7 @@ class TrialResult:
     compile_s: float = 0.0
     data_s: float = 0.0
     eval_s: float = 0.0
+    reference_s: float = 0.0  # compiling and timing the reference block, outside the budget
     step_time_ms: float | None = None
     step_time_p90_ms: float | None = None
     reference_step_time_ms: float | None = None  # the reference block on the same slot
@@ -102,12 +154,14 @@ def _finite(value: Any) -> Any:
 
 @dataclass
 class Program:
-    """Compiled train and eval steps for one (spec, config, data shape); reusable."""
+    """Compiled train and eval steps for one (spec, optimizer, data shape); reusable.
+    `eval_inference` scores expert-choice blocks with the routing an exported model runs."""
 
     graphdef: Any
     optimizer: optax.GradientTransformation
     train_step: Any
     eval_step: Any
+    eval_inference: Any | None
     compile_s: float
 
 
@@ -135,15 +189,41 @@ def _optimizer(config: TrainConfig) -> optax.GradientTransformation:
     )
 
 
-def _cross_entropy(graphdef: Any, params: Any, batch: jax.Array) -> tuple[jax.Array, Any]:
+def _cross_entropy(
+    graphdef: Any, params: Any, batch: jax.Array, inference: bool = False
+) -> tuple[jax.Array, Any]:
     model = nnx.merge(graphdef, params)
-    logits, aux = model(batch[:, :-1])
+    logits, aux = model(batch[:, :-1], inference=inference)
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch[:, 1:]).mean()
     return ce, aux
 
 
+def has_expert_choice(spec: ArchSpec) -> bool:
+    return any(getattr(layer, "gating", None) == "expert_choice" for layer in spec.block.layers)
+
+
+def check_batch_size(spec: ArchSpec, batch_size: int) -> None:
+    """Expert choice needs batch_size x capacity >= experts to train as specified; below
+    that the layer would route like an exported model at batch size 1 (a different layer),
+    so such a trial is refused rather than trained."""
+    for index, layer in enumerate(spec.block.layers):
+        if getattr(layer, "gating", None) != "expert_choice":
+            continue
+        if batch_size * layer.capacity_factor < layer.num_experts:
+            needed = math.ceil(layer.num_experts / layer.capacity_factor)
+            raise ValueError(
+                f"batch_size: {batch_size} is too small for the expert-choice layer "
+                f"{index} ({layer.num_experts} experts at capacity {layer.capacity_factor:g} "
+                f"need batch_size x capacity >= experts): use at least {needed}"
+            )
+
+
 def compile_program(
-    graphdef: Any, config: TrainConfig, params: Any, batch_shape: tuple[int, int]
+    graphdef: Any,
+    config: TrainConfig,
+    params: Any,
+    batch_shape: tuple[int, int],
+    inference_eval: bool = False,
 ) -> Program:
     """Compile (ahead of time, timed) the pure train and eval step functions."""
     optimizer = _optimizer(config)
@@ -161,37 +241,67 @@ def compile_program(
         ce, aux = _cross_entropy(graphdef, params, batch)
         return ce, aux["moe"]
 
+    def eval_inference(params: Any, batch: jax.Array) -> jax.Array:
+        return _cross_entropy(graphdef, params, batch, inference=True)[0]
+
     start = time.perf_counter()
     batch = jax.ShapeDtypeStruct(batch_shape, jnp.int32)
     opt_state = jax.eval_shape(optimizer.init, params)
     train = jax.jit(train_step, donate_argnums=(0, 1)).lower(params, opt_state, batch).compile()
     evaluate = jax.jit(eval_step).lower(params, batch).compile()
-    return Program(graphdef, optimizer, train, evaluate, time.perf_counter() - start)
+    inference = jax.jit(eval_inference).lower(params, batch).compile() if inference_eval else None
+    return Program(graphdef, optimizer, train, evaluate, inference, time.perf_counter() - start)
 
 
 def program_key(spec: ArchSpec, config: TrainConfig, batch_shape: tuple[int, int]) -> tuple:
-    return (spec_hash(spec), config, batch_shape)
+    """Programs differ by spec, optimizer settings and data shape, not by loop settings."""
+    return (spec_hash(spec), tuple(getattr(config, f) for f in _PROGRAM_FIELDS), batch_shape)
+
+
+def _program(
+    spec: ArchSpec,
+    config: TrainConfig,
+    batch_shape: tuple[int, int],
+    graphdef: Any,
+    params: Any,
+    programs: dict[tuple, Program] | None,
+) -> tuple[Program, float]:
+    """The compiled program for `spec` (from the cache when there) and its compile seconds."""
+    key = program_key(spec, config, batch_shape)
+    program = programs.get(key) if programs is not None else None
+    if program is not None:
+        return program, 0.0
+    program = compile_program(graphdef, config, params, batch_shape, has_expert_choice(spec))
+    if programs is not None:
+        programs[key] = program
+    return program, program.compile_s
 
 
 def train_proxy(
     spec: ArchSpec,
-    budget_s: float,
+    budget: float | Budget,
     data: Dataset | str,
     seed: int = 0,
     config: TrainConfig | None = None,
     *,
+    reference: ArchSpec | None = None,
     should_stop: Callable[[], bool] | None = None,
     programs: dict[tuple, Program] | None = None,
     cache_dir: str | None = None,
 ) -> TrialResult:
-    """Train `spec` for `budget_s` seconds of steps on `data` and evaluate it.
+    """Train `spec` for `budget` (seconds of steps, or a `Budget`) on `data` and evaluate it.
 
-    Data problems raise `DatasetError` before anything trains. Anything going wrong while
-    training (out of memory, a bug in a layer) returns a `failed` result with the reason
-    and traceback, and leaves the process usable for the next trial. `programs` is a cache
-    of compiled steps (the Ray actor keeps one across trials).
+    With a `reference` block (the job's baseline), a few of its steps are timed on this
+    process, right before and right after training, so `step_time_ratio` compares the
+    candidate with the reference under the same load on the same device.
+
+    Data problems and a batch too small for an expert-choice layer raise before anything
+    trains. Anything going wrong while training (out of memory, a bug in a layer) returns a
+    `failed` result with the reason and traceback, and leaves the process usable for the
+    next trial. `programs` is a cache of compiled steps (the Ray actor keeps one).
     """
     config = config or TrainConfig()
+    budget = budget if isinstance(budget, Budget) else Budget(seconds=float(budget))
     dataset = load_dataset(data) if isinstance(data, str) else data
     dataset.check_fits(spec.seq_len)
     windows = dataset.validation_batches(config.batch_size, spec.seq_len, config.eval_tokens)
@@ -200,6 +310,9 @@ def train_proxy(
             f"vocab_size: the spec's {spec.vocab_size} is smaller than the dataset's "
             f"{dataset.vocab_size}"
         )
+    check_batch_size(spec, config.batch_size)
+    if reference is not None:
+        check_batch_size(reference, config.batch_size)
     report = cost(spec)
     base = {
         "params_total": report.params_total,
@@ -208,19 +321,9 @@ def train_proxy(
         "device": fingerprint(),
     }
     try:
-        return _train(
-            spec,
-            budget_s,
-            dataset,
-            windows,
-            seed,
-            config,
-            should_stop,
-            programs,
-            cache_dir,
-            base,
-            report.train_flops_per_token,
-        )
+        enable_compilation_cache(cache_dir)
+        trial = _Trial(spec, budget, dataset, windows, seed, config, programs, reference)
+        return trial.run(should_stop, base, report.train_flops_per_token)
     except Exception as exc:
         message = str(exc)
         oom = "RESOURCE_EXHAUSTED" in message or "out of memory" in message.lower()
@@ -234,141 +337,266 @@ def train_proxy(
         return TrialResult(status="failed", reason=reason, traceback=traceback.format_exc(), **base)
 
 
-def _train(
-    spec: ArchSpec,
-    budget_s: float,
-    dataset: Dataset,
-    windows: list[np.ndarray],
-    seed: int,
-    config: TrainConfig,
-    should_stop: Callable[[], bool] | None,
-    programs: dict[tuple, Program] | None,
-    cache_dir: str | None,
-    base: dict[str, Any],
-    train_flops_per_token: int,
-) -> TrialResult:
-    enable_compilation_cache(cache_dir)
-    batch_shape = (config.batch_size, spec.seq_len + 1)
-    graphdef, params = nnx.split(build_model(spec, seed))
-    key = program_key(spec, config, batch_shape)
-    program = programs.get(key) if programs is not None else None
-    compile_s = 0.0
-    if program is None:
-        program = compile_program(graphdef, config, params, batch_shape)
-        compile_s = program.compile_s
-        if programs is not None:
-            programs[key] = program
-    opt_state = program.optimizer.init(params)
-    batches = dataset.train_batches(config.batch_size, spec.seq_len, seed)
+class _Reference:
+    """The reference block's compiled step and state, timed in short windows on this slot."""
 
-    step_times: list[float] = []
-    curve: list[tuple[float, float]] = []
-    smoothed, smoothed_at = None, {}
-    checkpoints = sorted({*config.report_fractions, *(fraction for fraction, _ in config.hurdles)})
-    hurdles = dict(config.hurdles)
-    train_s = data_s = 0.0
-    status, reason = "ok", None
-    while True:
-        estimate = float(np.median(step_times[-5:])) if step_times else 0.0
-        if step_times and train_s + 0.5 * estimate >= budget_s:
-            break
-        if should_stop is not None and should_stop():
-            status, reason = "cancelled", f"cancelled after {len(step_times)} steps"
-            break
+    def __init__(
+        self,
+        spec: ArchSpec,
+        config: TrainConfig,
+        dataset: Dataset,
+        seed: int,
+        programs: dict[tuple, Program] | None,
+    ):
         start = time.perf_counter()
-        batch = jnp.asarray(next(batches))
-        data_s += time.perf_counter() - start
-        start = time.perf_counter()
-        params, opt_state, loss = program.train_step(params, opt_state, batch)
-        loss = float(loss.block_until_ready())
-        elapsed = time.perf_counter() - start
-        step_times.append(elapsed)
-        train_s += elapsed
-        curve.append((train_s, loss))
-        if not math.isfinite(loss):
-            status, reason = "diverged", f"training loss became {loss} at step {len(step_times)}"
-            break
-        beta = config.loss_smoothing
-        smoothed = loss if smoothed is None else beta * smoothed + (1 - beta) * loss
-        while checkpoints and train_s >= checkpoints[0] * budget_s:
-            fraction = checkpoints.pop(0)
-            smoothed_at[f"{fraction:g}"] = smoothed
-            if fraction in hurdles and smoothed > hurdles[fraction]:
-                status = "pruned"
-                reason = (
-                    f"smoothed training loss {smoothed:.4f} above the hurdle "
-                    f"{hurdles[fraction]:.4f} at {fraction:.0%} of the budget"
-                )
-        if status == "pruned":
-            break
-    if smoothed is not None and checkpoints and status == "ok":
-        smoothed_at.update({f"{fraction:g}": smoothed for fraction in checkpoints})
+        graphdef, self.params = nnx.split(build_model(spec, seed))
+        shape = (config.batch_size, spec.seq_len + 1)
+        self.program, _ = _program(spec, config, shape, graphdef, self.params, programs)
+        self.opt_state = self.program.optimizer.init(self.params)
+        self.batches = dataset.train_batches(config.batch_size, spec.seq_len, seed)
+        self.times: list[float] = []
+        self.seconds = time.perf_counter() - start
 
-    steady = step_times[config.timing_warmup_steps :] or step_times
-    step_s = float(np.median(steady)) if steady else None
-    tokens_per_step = config.batch_size * spec.seq_len
-    metrics: dict[str, Any] = {
-        **base,
-        "status": status,
-        "reason": reason,
-        "steps": len(step_times),
-        "tokens": len(step_times) * tokens_per_step,
-        "train_s": train_s,
-        "compile_s": compile_s,
-        "data_s": data_s,
-        "curve": _downsample(curve),
-        "smoothed_loss_at": smoothed_at,
-    }
-    if step_s:
-        tokens_per_s = tokens_per_step / step_s
-        metrics.update(
-            step_time_ms=1e3 * step_s,
-            step_time_p90_ms=1e3 * float(np.percentile(steady, 90)),
-            tokens_per_s=tokens_per_s,
-            mfu=train_flops_per_token * tokens_per_s / matmul_peak_flops(),
+    def time(self, steps: int) -> None:
+        """One untimed step (the caches hold the other program), then `steps` timed ones."""
+        start = time.perf_counter()
+        for i in range(steps + 1):
+            batch = jnp.asarray(next(self.batches))
+            begin = time.perf_counter()
+            self.params, self.opt_state, loss = self.program.train_step(
+                self.params, self.opt_state, batch
+            )
+            loss.block_until_ready()
+            if i:
+                self.times.append(time.perf_counter() - begin)
+        self.seconds += time.perf_counter() - start
+
+    @property
+    def step_s(self) -> float | None:
+        return float(np.median(self.times)) if self.times else None
+
+
+class _Trial:
+    """One training run: the loop, its checkpoints (hurdles, validation at fractions) and
+    the result. Step times are measured per step with `block_until_ready`."""
+
+    def __init__(
+        self,
+        spec: ArchSpec,
+        budget: Budget,
+        dataset: Dataset,
+        windows: list[np.ndarray],
+        seed: int,
+        config: TrainConfig,
+        programs: dict[tuple, Program] | None,
+        reference: ArchSpec | None,
+    ):
+        self.spec, self.budget, self.dataset, self.windows = spec, budget, dataset, windows
+        self.config = config
+        batch_shape = (config.batch_size, spec.seq_len + 1)
+        graphdef, self.params = nnx.split(build_model(spec, seed))
+        self.program, self.compile_s = _program(
+            spec, config, batch_shape, graphdef, self.params, programs
         )
-    if status in ("ok", "pruned"):
-        metrics.update(_evaluate(program, params, windows, dataset, spec))
-        if metrics["val_loss"] is None:
-            metrics.update(status="diverged", reason="validation loss is not finite")
-    return TrialResult(**metrics)
+        self.opt_state = self.program.optimizer.init(self.params)
+        self.batches = dataset.train_batches(config.batch_size, spec.seq_len, seed)
+        self.reference = (
+            _Reference(reference, config, dataset, seed, programs) if reference else None
+        )
+        self.step_times: list[float] = []
+        self.eval_s = 0.0
 
+    def ratio(self) -> float | None:
+        """The candidate's steady step time so far over the reference's."""
+        steady = self.step_times[self.config.timing_warmup_steps :] or self.step_times
+        reference = self.reference.step_s if self.reference else None
+        if not steady or not reference:
+            return None
+        return float(np.median(steady)) / reference
 
-def _evaluate(
-    program: Program, params: Any, windows: list[np.ndarray], dataset: Dataset, spec: ArchSpec
-) -> dict[str, Any]:
-    """Mean cross-entropy on the job's fixed validation windows, plus MoE statistics."""
-    start = time.perf_counter()
-    losses, stats = [], []
-    for window in windows:
-        loss, moe = program.eval_step(params, jnp.asarray(window))
-        losses.append(float(loss))
-        stats.append(jax.device_get(moe))
-    val_loss = float(np.mean(losses))
-    layers = spec.block.layers * spec.repeats
-    moe_layers = [i for i, layer in enumerate(layers) if layer.kind == "moe"]
-    moe_summary = [
-        {
-            "layer": layer,
-            "expert_load": np.mean([s[index]["expert_load"] for s in stats], axis=0).tolist(),
-            "drop_fraction": float(np.mean([s[index]["drop_fraction"] for s in stats])),
-            "router_entropy": float(np.mean([s[index]["router_entropy"] for s in stats])),
+    def validation_loss(self) -> float:
+        start = time.perf_counter()
+        losses = [
+            float(self.program.eval_step(self.params, jnp.asarray(w))[0]) for w in self.windows
+        ]
+        self.eval_s += time.perf_counter() - start
+        return float(np.mean(losses))
+
+    def run(
+        self,
+        should_stop: Callable[[], bool] | None,
+        base: dict[str, Any],
+        train_flops_per_token: int,
+    ) -> TrialResult:
+        config, budget = self.config, self.budget
+        tokens_per_step = config.batch_size * self.spec.seq_len
+        step_limit = budget.step_limit(train_flops_per_token, tokens_per_step)
+        half = config.reference_steps // 2
+        if self.reference is not None:
+            self.reference.time(config.reference_steps - half)
+
+        def spent() -> float:  # the fraction of the budget used so far
+            if step_limit is not None:
+                return len(self.step_times) / step_limit
+            return train_s / budget.seconds
+
+        curve: list[tuple[float, float]] = []
+        smoothed, smoothed_at, val_at = None, {}, {}
+        checkpoints = sorted(
+            {
+                *config.report_fractions,
+                *(f for f in config.eval_at if f < 1),
+                *(fraction for fraction, _ in config.hurdles),
+                *((config.step_hurdle[0],) if config.step_hurdle else ()),
+            }
+        )
+        hurdles = dict(config.hurdles)
+        train_s = data_s = 0.0
+        status, reason = "ok", None
+        while True:
+            if step_limit is not None:
+                if len(self.step_times) >= step_limit:
+                    break
+            elif self.step_times:
+                estimate = float(np.median(self.step_times[-5:]))
+                if train_s + 0.5 * estimate >= budget.seconds:
+                    break
+            if should_stop is not None and should_stop():
+                status, reason = "cancelled", f"cancelled after {len(self.step_times)} steps"
+                break
+            start = time.perf_counter()
+            batch = jnp.asarray(next(self.batches))
+            data_s += time.perf_counter() - start
+            start = time.perf_counter()
+            self.params, self.opt_state, loss = self.program.train_step(
+                self.params, self.opt_state, batch
+            )
+            loss = float(loss.block_until_ready())
+            elapsed = time.perf_counter() - start
+            self.step_times.append(elapsed)
+            train_s += elapsed
+            curve.append((train_s, loss))
+            if not math.isfinite(loss):
+                status = "diverged"
+                reason = f"training loss became {loss} at step {len(self.step_times)}"
+                break
+            beta = config.loss_smoothing
+            smoothed = loss if smoothed is None else beta * smoothed + (1 - beta) * loss
+            while checkpoints and spent() >= checkpoints[0]:
+                fraction = checkpoints.pop(0)
+                if fraction in config.report_fractions:
+                    smoothed_at[f"{fraction:g}"] = smoothed
+                if fraction in config.eval_at and fraction < 1:
+                    val_at[f"{fraction:g}"] = self.validation_loss()
+                reason = reason or self._hurdle(fraction, smoothed, hurdles)
+            if reason is not None:
+                status = "pruned"
+                break
+        if smoothed is not None and status == "ok":
+            smoothed_at.update(
+                {f"{f:g}": smoothed for f in checkpoints if f in config.report_fractions}
+            )
+        if self.reference is not None:
+            self.reference.time(half)
+
+        steady = self.step_times[config.timing_warmup_steps :] or self.step_times
+        step_s = float(np.median(steady)) if steady else None
+        metrics: dict[str, Any] = {
+            **base,
+            "status": status,
+            "reason": reason,
+            "steps": len(self.step_times),
+            "tokens": len(self.step_times) * tokens_per_step,
+            "train_s": train_s,
+            "compile_s": self.compile_s,
+            "data_s": data_s,
+            "curve": _downsample(curve),
+            "smoothed_loss_at": smoothed_at,
         }
-        for index, layer in enumerate(moe_layers)
-    ]
-    finite = math.isfinite(val_loss)
-    bpb = (
-        val_loss / math.log(2) / dataset.bytes_per_token
-        if finite and dataset.bytes_per_token
-        else None
-    )
-    return {
-        "val_loss": val_loss if finite else None,
-        "perplexity": math.exp(val_loss) if finite and val_loss < 700 else None,
-        "bits_per_byte": bpb,
-        "moe": moe_summary,
-        "eval_s": time.perf_counter() - start,
-    }
+        if self.reference is not None:
+            metrics["reference_s"] = self.reference.seconds
+            if self.reference.step_s:
+                metrics["reference_step_time_ms"] = 1e3 * self.reference.step_s
+        if step_s:
+            tokens_per_s = tokens_per_step / step_s
+            metrics.update(
+                step_time_ms=1e3 * step_s,
+                step_time_p90_ms=1e3 * float(np.percentile(steady, 90)),
+                tokens_per_s=tokens_per_s,
+                mfu=train_flops_per_token * tokens_per_s / matmul_peak_flops(),
+                step_time_ratio=self.ratio(),
+            )
+        if status in ("ok", "pruned"):
+            metrics.update(self._evaluate())
+            if metrics["val_loss"] is None:
+                metrics.update(status="diverged", reason="validation loss is not finite")
+            elif status == "ok" and 1.0 in config.eval_at:
+                val_at["1"] = metrics["val_loss"]
+        metrics["val_loss_at"] = val_at
+        metrics["eval_s"] = self.eval_s
+        return TrialResult(**metrics)
+
+    def _hurdle(self, fraction: float, smoothed: float, hurdles: dict[float, float]) -> str | None:
+        """Why the trial stops at this checkpoint, or None to go on."""
+        config, ratio = self.config, self.ratio()
+        if config.step_hurdle and fraction == config.step_hurdle[0] and ratio is not None:
+            limit = config.step_hurdle[1]
+            if ratio > limit:
+                return (
+                    f"step time {ratio:.3f}x the reference's on this slot, above the limit "
+                    f"{limit:g}x at {fraction:.0%} of the budget"
+                )
+        if fraction in hurdles and smoothed > hurdles[fraction]:
+            floor = config.loss_hurdle_min_ratio
+            if floor is not None and ratio is not None and ratio < floor:
+                return None  # slower to learn but faster: it may still join the front
+            return (
+                f"smoothed training loss {smoothed:.4f} above the hurdle "
+                f"{hurdles[fraction]:.4f} at {fraction:.0%} of the budget"
+                + (f" and not faster than the reference ({ratio:.3f}x)" if floor else "")
+            )
+        return None
+
+    def _evaluate(self) -> dict[str, Any]:
+        """Mean cross-entropy on the job's fixed validation windows, plus MoE statistics;
+        expert-choice blocks are also scored with the inference routing."""
+        start = time.perf_counter()
+        losses, stats, inference = [], [], []
+        for window in self.windows:
+            batch = jnp.asarray(window)
+            loss, moe = self.program.eval_step(self.params, batch)
+            losses.append(float(loss))
+            stats.append(jax.device_get(moe))
+            if self.program.eval_inference is not None:
+                inference.append(float(self.program.eval_inference(self.params, batch)))
+        self.eval_s += time.perf_counter() - start
+        val_loss = float(np.mean(losses))
+        spec, dataset = self.spec, self.dataset
+        layers = spec.block.layers * spec.repeats
+        moe_layers = [i for i, layer in enumerate(layers) if layer.kind == "moe"]
+        moe_summary = [
+            {
+                "layer": layer,
+                "expert_load": np.mean([s[index]["expert_load"] for s in stats], axis=0).tolist(),
+                "drop_fraction": float(np.mean([s[index]["drop_fraction"] for s in stats])),
+                "router_entropy": float(np.mean([s[index]["router_entropy"] for s in stats])),
+            }
+            for index, layer in enumerate(moe_layers)
+        ]
+        finite = math.isfinite(val_loss)
+        bpb = (
+            val_loss / math.log(2) / dataset.bytes_per_token
+            if finite and dataset.bytes_per_token
+            else None
+        )
+        inference_loss = float(np.mean(inference)) if inference else None
+        return {
+            "val_loss": val_loss if finite else None,
+            "val_loss_inference": inference_loss,
+            "perplexity": math.exp(val_loss) if finite and val_loss < 700 else None,
+            "bits_per_byte": bpb,
+            "moe": moe_summary,
+        }
 
 
 def _downsample(curve: list[tuple[float, float]]) -> list[tuple[float, float]]:

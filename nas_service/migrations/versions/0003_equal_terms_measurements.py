@@ -23,6 +23,7 @@ depends_on: str | Sequence[str] | None = None
 COLUMNS = (
     sa.Column("device_kind", sa.String(200), nullable=True),
     sa.Column("val_loss_inference", sa.Float(), nullable=True),
+    sa.Column("reference_s", sa.Float(), nullable=True),
     sa.Column("reference_step_time_ms", sa.Float(), nullable=True),
     sa.Column("step_time_ratio", sa.Float(), nullable=True),
     sa.Column("val_loss_at", sa.JSON(), nullable=True),
