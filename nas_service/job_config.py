@@ -17,7 +17,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 from search_space import BASELINES, PRESETS, SearchSpace, baseline, get_preset
 
@@ -69,18 +77,77 @@ class ObjectiveConfig(_Section):
     max_step_time_ratio: Annotated[float, Field(gt=0, le=100)] = 1.0
 
 
+DEFAULT_BATCH_SIZE = 16
+DEFAULT_BUDGET_S = 30.0
+BUDGETS = ("budget_s", "budget_steps", "budget_flops")
+
+
 class TrialConfig(_Section):
-    budget_s: Annotated[float, Field(ge=0.1, le=7 * 24 * 3600)] = 30.0
-    batch_size: Annotated[int, Field(ge=1, le=65_536)] = 16
+    budget_s: Annotated[float, Field(ge=0.1, le=7 * 24 * 3600)] | None = Field(
+        default=None,
+        description=f"Seconds of training steps (the paper's fixed wall-clock budget: faster "
+        f"blocks get more steps). Default {DEFAULT_BUDGET_S:g} when no budget is given.",
+    )
+    budget_steps: Annotated[int, Field(ge=1, le=10**9)] | None = Field(
+        default=None, description="Training steps instead: reproducible with the same seed."
+    )
+    budget_flops: Annotated[float, Field(gt=0, le=1e24)] | None = Field(
+        default=None,
+        description="Training FLOPs instead (the cost model's, turned into steps): the same "
+        "compute for every block, reproducible with the same seed.",
+    )
+    batch_size: Annotated[int, Field(ge=1, le=65_536)] | None = Field(
+        default=None,
+        description=f"Sequences per step. Default {DEFAULT_BATCH_SIZE}, or the smallest that "
+        "the space's expert-choice layers need (batch_size x capacity >= experts).",
+    )
     learning_rate: Annotated[float, Field(gt=0, le=1e4)] = 3e-3
     warmup_steps: Annotated[int, Field(ge=0, le=1_000_000)] = 20
     weight_decay: Annotated[float, Field(ge=0, le=10)] = 0.1
     grad_clip: Annotated[float, Field(gt=0, le=1e6)] = 1.0
     eval_tokens: Annotated[int, Field(ge=1, le=1_000_000_000)] = 32_768
+    eval_at: list[Annotated[float, Field(gt=0, le=1)]] = Field(
+        default_factory=lambda: [0.25, 0.5, 1.0],
+        min_length=1,
+        max_length=20,
+        description="Fractions of the budget at which the validation loss is measured "
+        "(outside the budget); returned as val_loss_at.",
+    )
+    reference_steps: Annotated[int, Field(ge=2, le=10_000)] = Field(
+        default=8,
+        description="Steps of the job's baseline timed on the trial's own slot, half before "
+        "and half after training: the unit of the trial's step_time_ratio.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_budget(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            given = [name for name in BUDGETS if data.get(name) is not None]
+            if len(given) > 1:
+                raise ValueError(
+                    f"give exactly one of {', '.join(BUDGETS)} (got {', '.join(given)})"
+                )
+            if not given:
+                data = {**data, "budget_s": DEFAULT_BUDGET_S}
+        return data
+
+    @field_validator("eval_at")
+    @classmethod
+    def _sorted_fractions(cls, fractions: list[float]) -> list[float]:
+        return sorted(set(fractions))
+
+    def budget(self) -> dict[str, float]:
+        """The budget as workers take it: {"seconds": s}, {"steps": n} or {"flops": f}."""
+        if self.budget_steps is not None:
+            return {"steps": self.budget_steps}
+        if self.budget_flops is not None:
+            return {"flops": self.budget_flops}
+        return {"seconds": self.budget_s}
 
     def trainer_config(self) -> dict[str, Any]:
-        """The TrainConfig fields sent to workers (budget travels separately)."""
-        return self.model_dump(exclude={"budget_s"})
+        """The TrainConfig fields sent to workers (the budget travels separately)."""
+        return self.model_dump(exclude=set(BUDGETS))
 
 
 class LimitsConfig(_Section):
@@ -133,12 +200,30 @@ class JobConfig(_Section):
     )
     search_space: SearchSpaceConfig = Field(default_factory=SearchSpaceConfig)
     objective: ObjectiveConfig = Field(default_factory=ObjectiveConfig)
-    trial: TrialConfig = Field(default_factory=TrialConfig)
+    trial: TrialConfig = Field(default_factory=TrialConfig, validate_default=True)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     evolution: EvolutionConfig = Field(default_factory=EvolutionConfig)
     hurdle: HurdleConfig = Field(default_factory=HurdleConfig)
     workers: WorkersConfig = Field(default_factory=WorkersConfig)
     seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = 0
+
+    @field_validator("trial")
+    @classmethod
+    def _batch_fits_expert_choice(cls, trial: TrialConfig, info: ValidationInfo) -> TrialConfig:
+        """Expert choice needs batch_size x capacity >= experts to train as specified (below
+        that a layer would route like an exported model at batch size 1: a different layer).
+        The default batch size grows to what the space needs; a given one is checked."""
+        space_config = info.data.get("search_space")
+        needed = space_config.space().min_expert_choice_batch() if space_config else 1
+        if trial.batch_size is None:
+            return trial.model_copy(update={"batch_size": max(DEFAULT_BATCH_SIZE, needed)})
+        if trial.batch_size < needed:
+            raise ValueError(
+                f"trial.batch_size: {trial.batch_size} is too small for the expert-choice "
+                f"layers this space can produce (batch_size x capacity_factor must reach "
+                f"num_experts); the smallest batch size that works is {needed}"
+            )
+        return trial
 
     @model_validator(mode="after")
     def _baseline_in_space(self) -> JobConfig:

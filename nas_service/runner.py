@@ -36,6 +36,7 @@ from nas_service.designer import (
     Trial,
 )
 from nas_service.job_config import JobConfig
+from nas_service.measurements import device_kind
 from nas_service.models import (
     CANDIDATE_FINISHED,
     RESULT_COLUMNS,
@@ -86,9 +87,11 @@ class JobState:
     created: int  # candidate rows written so far
     baseline_id: int | None = None
     baseline: dict[str, Any] | None = None  # the baseline's finished row, once there is one
+    reference: dict[str, Any] = field(default_factory=dict)  # the baseline's spec (JSON)
     data_checksum: str | None = None
     siblings: list[int] = field(default_factory=list)  # jobs whose results may be reused
-    # The job's Pareto front of (perplexity, step time, candidate id), completed feasible ones.
+    # The job's Pareto front of (perplexity, step-time ratio, candidate id), completed
+    # feasible ones.
     front: list[tuple[float, float, int]] = field(default_factory=list)
     keys: dict[int, str] = field(default_factory=dict)  # candidate id -> spec hash
     ids: dict[str, int] = field(default_factory=dict)  # spec hash -> candidate id
@@ -105,11 +108,13 @@ class JobState:
 
 def objectives(config: JobConfig, row: dict[str, Any]) -> tuple[float, float] | None:
     """(quality, cost) for the designer: perplexity (pareto) or validation loss
-    (constrained) against step time; None when the trial produced no usable metrics."""
+    (constrained) against the step-time ratio to the baseline timed on the same slot (raw
+    step times depend on the device and on what ran beside the trial); None when the trial
+    produced no usable metrics."""
     quality = row["perplexity"] if config.objective.mode == "pareto" else row["val_loss"]
-    if row["status"] != "completed" or quality is None or row["step_time_ms"] is None:
+    if row["status"] != "completed" or quality is None or row["step_time_ratio"] is None:
         return None
-    return (quality, row["step_time_ms"])
+    return (quality, row["step_time_ratio"])
 
 
 class Runner:
@@ -284,6 +289,7 @@ class Runner:
             status=status,
             started=time.monotonic() - elapsed,
             created=len(rows),
+            reference=self._initial(config)[0].model_dump(mode="json"),
             data_checksum=checksum,
             keys=keys,
             ids={key: cid for cid, key in keys.items()},
@@ -409,10 +415,13 @@ class Runner:
                 )
             ).all()
         trial = state.config.trial.model_dump(mode="json")
+        reference = state.config.objective.baseline  # ratios are to the same baseline
         state.siblings = [
             job_id
             for job_id, config in found
-            if config["trial"] == trial and config["seed"] == state.config.seed
+            if config["trial"] == trial
+            and config["seed"] == state.config.seed
+            and config["objective"]["baseline"] == reference
         ]
 
     def _reusable(self, state: JobState, proposal: Proposal) -> Candidate | None:
@@ -440,7 +449,11 @@ class Runner:
         """The child is a row before it is dispatched (restart-safe): running on `slot`, or
         completed with a reused result."""
         is_baseline = proposal.birth == 0
-        copied = {name: getattr(reuse, name) for name in RESULT_COLUMNS} if reuse else {}
+        copied = (
+            {name: getattr(reuse, name) for name in (*RESULT_COLUMNS, "device_kind")}
+            if reuse
+            else {}
+        )
         if slot is not None:
             copied.update(status="running", attempt=1, started_at=utcnow(), slot=slot.index)
         with self.db.transaction() as session:
@@ -510,10 +523,11 @@ class Runner:
             "candidate_id": candidate_id,
             "attempt": attempt,
             "spec": spec,
-            "budget_s": state.config.trial.budget_s,
+            "budget": state.config.trial.budget(),
             "data": state.config.dataset,
             "seed": state.config.seed,
             "config": self._trainer_config(state, candidate_id),
+            "reference": state.reference,
         }
         ref = slot.actor.run.remote(request)
         self.in_flight[ref] = InFlight(state.id, candidate_id, attempt, slot, shape)
@@ -521,13 +535,22 @@ class Runner:
         state.last_dispatch = time.monotonic()
 
     def _trainer_config(self, state: JobState, candidate_id: int) -> dict[str, Any]:
+        """The trial's settings with the paper's early stop at `hurdle.at_fraction`: in the
+        constrained mode a step-time ratio over the limit, or a smoothed loss above the
+        baseline's x (1 + margin); in the pareto mode the loss hurdle prunes only a candidate
+        that is also not faster than the baseline (it could not join the front's fast end)."""
         config = state.config.trial.trainer_config()
-        hurdle = state.config.hurdle
+        hurdle, objective = state.config.hurdle, state.config.objective
         if not hurdle.enabled:
             return config
         if candidate_id == state.baseline_id:
             config["report_fractions"] = [hurdle.at_fraction, 0.5, 1.0]
-        elif state.baseline and state.baseline["smoothed_loss_at"]:
+            return config
+        if objective.mode == "constrained":
+            config["step_hurdle"] = [hurdle.at_fraction, objective.max_step_time_ratio]
+        else:
+            config["loss_hurdle_min_ratio"] = 1.0
+        if state.baseline and state.baseline["smoothed_loss_at"]:
             loss = state.baseline["smoothed_loss_at"].get(f"{hurdle.at_fraction:g}")
             if loss is not None:
                 config["hurdles"] = [[hurdle.at_fraction, loss * (1 + hurdle.margin)]]
@@ -616,7 +639,12 @@ class Runner:
                 result = payload["result"]
                 status = TRAINER_STATUS.get(result["status"], result["status"])
                 values = {name: result.get(name) for name in RESULT_COLUMNS}
-                values.update(status=status, finished_at=utcnow(), node_id=payload.get("node_id"))
+                values.update(
+                    status=status,
+                    finished_at=utcnow(),
+                    node_id=payload.get("node_id"),
+                    device_kind=device_kind(result.get("device")),
+                )
                 values["feasible"] = self._feasible(
                     state, values, is_baseline=flight.candidate_id == state.baseline_id
                 )
@@ -662,14 +690,15 @@ class Runner:
             )
 
     def _feasible(self, state: JobState, values: dict[str, Any], is_baseline: bool) -> bool | None:
-        """Constrained mode: step time within max_step_time_ratio x the baseline's."""
+        """Constrained mode: the step-time ratio to the baseline timed on the same slot is
+        within max_step_time_ratio (the baseline is its own reference: ratio 1)."""
+        limit = state.config.objective.max_step_time_ratio
         if state.config.objective.mode != "constrained":
             return True
-        step = values.get("step_time_ms")
-        reference = (values if is_baseline else state.baseline or {}).get("step_time_ms")
-        if step is None or reference is None:
-            return None
-        return step <= state.config.objective.max_step_time_ratio * reference
+        if is_baseline:
+            return limit >= 1.0
+        ratio = values.get("step_time_ratio")
+        return None if ratio is None else ratio <= limit
 
     # --- ending jobs ----------------------------------------------------------------------
 
@@ -764,7 +793,7 @@ def _started(job_id: int, candidate_id: int, attempt: int) -> Any:
 
 def _joins_front(state: JobState, candidate_id: int, row: dict[str, Any]) -> bool:
     """Add a finished candidate to the job's front if no member dominates it."""
-    ppl, step = row.get("perplexity"), row.get("step_time_ms")
+    ppl, step = row.get("perplexity"), row.get("step_time_ratio")
     if row.get("status") != "completed" or row.get("feasible") is False or None in (ppl, step):
         return False
     if any(p <= ppl and s <= step for p, s, _ in state.front):

@@ -7,6 +7,7 @@ and every error (unknown item, empty list, out-of-range value) names the field.
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -136,6 +137,13 @@ class SearchSpace(BaseModel):
 
     def contains(self, spec: ArchSpec) -> bool:
         return not self.violations(spec)
+
+    def min_expert_choice_batch(self) -> int:
+        """The smallest batch size at which every expert-choice layer of the space can train
+        as specified (batch x capacity >= experts); 1 when the space has no expert choice."""
+        if "expert_choice" not in self.gating or "moe" not in self.layer_kinds:
+            return 1
+        return math.ceil(max(self.num_experts) / min(self.capacity_factor))
 
     def check(self, spec: ArchSpec) -> ArchSpec:
         """Return the spec if it lies in the space, else raise `SpaceViolation`."""

@@ -69,6 +69,17 @@ def postgres_schema() -> Iterator[str]:
         admin.dispose()
 
 
+@pytest.fixture
+def sqlite_db(tmp_path):
+    """A migrated, empty SQLite database (the runner's end-to-end tests use one kind)."""
+    from nas_service.db import Database
+
+    db = Database(f"sqlite:///{tmp_path / 'nas.db'}")
+    db.upgrade()
+    yield db
+    db.dispose()
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database(request, tmp_path):
     """A migrated, empty database of each kind: SQLite always, PostgreSQL when configured."""

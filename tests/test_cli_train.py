@@ -33,3 +33,21 @@ def test_train_proxy_bad_inputs_name_the_option(tmp_path):
     assert both.returncode == 2 and "--baseline" in both.stderr
     neither = nas("train-proxy")
     assert neither.returncode == 2 and "SPEC_FILE or --baseline" in neither.stderr
+
+
+def test_train_proxy_steps_budget_with_a_reference(shakespeare):
+    out = nas(
+        "train-proxy", "--baseline", "dense", "--steps", "8", "--reference", "dense",
+        "--data", shakespeare,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["steps"] == 8 and set(result["val_loss_at"]) == {"0.25", "0.5", "1"}
+    assert result["reference_step_time_ms"] > 0 and result["step_time_ratio"] > 0
+
+
+def test_train_proxy_budget_options_exclude_each_other(shakespeare):
+    both = nas("train-proxy", "--baseline", "dense", "--steps", "3", "--flops", "1e9")
+    assert both.returncode == 2 and "--steps and --flops" in both.stderr
+    small = nas("train-proxy", "--baseline", "glam-ec", "--batch-size", "1", "--data", shakespeare)
+    assert small.returncode == 2 and "--batch-size" in small.stderr

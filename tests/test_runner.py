@@ -42,16 +42,6 @@ def start_runner(db, runner_id: str = "test") -> tuple[Runner, threading.Thread]
     return runner, thread
 
 
-@pytest.fixture
-def sqlite_db(tmp_path):
-    from nas_service.db import Database
-
-    db = Database(f"sqlite:///{tmp_path / 'nas.db'}")
-    db.upgrade()
-    yield db
-    db.dispose()
-
-
 def rows(db, job_id: int) -> list[Candidate]:
     return jobs.candidates(db, job_id)
 
@@ -83,9 +73,10 @@ def test_a_small_search_completes_with_metrics(database, ray_local, shakespeare)
     assert len(done) >= 3
     for c in done:
         assert c.perplexity > 1 and c.step_time_ms > 0 and c.steps > 0 and c.attempt == 1
-        assert c.device["platform"] == "cpu" and c.node_id
+        assert c.device["platform"] == "cpu" and c.node_id and c.device_kind.startswith("cpu:")
+        assert c.step_time_ratio == pytest.approx(c.step_time_ms / c.reference_step_time_ms)
     assert len({c.spec_hash for c in found}) == 6
-    front = pareto_front([(c.perplexity, c.step_time_ms) for c in done])
+    front = pareto_front([(c.perplexity, c.step_time_ratio) for c in done])  # the ratio ranks
     assert front
     with database.sessions() as session:
         events = session.scalars(select(JobEvent).where(JobEvent.job_id == job.id)).all()

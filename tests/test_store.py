@@ -81,6 +81,12 @@ BAD = [
     ({"seed": -1}, "seed"),
     ({"objective": {"baseline": "switch"}}, ""),  # top-1 gating is not in proxy-cpu
     ({"surprise": True}, "surprise"),
+    ({"trial": {"budget_s": 3, "budget_steps": 10}}, "trial"),
+    ({"trial": {"budget_steps": 0}}, "trial.budget_steps"),
+    ({"trial": {"budget_flops": -1}}, "trial.budget_flops"),
+    ({"trial": {"eval_at": [0]}}, "trial.eval_at.0"),
+    ({"trial": {"reference_steps": 1}}, "trial.reference_steps"),
+    ({"search_space": {"preset": "paper"}, "trial": {"batch_size": 16}}, "trial"),
 ]
 
 
@@ -91,6 +97,32 @@ def test_bad_config_names_the_field(change, field):
     assert field in [".".join(str(p) for p in e["loc"]) for e in info.value.errors()]
     if not field:
         assert "objective.baseline" in str(info.value)
+
+
+def test_expert_choice_batch_size_is_checked_and_defaulted():
+    paper = {"name": "t", "dataset": "builtin:stdlib", "search_space": {"preset": "paper"}}
+    with pytest.raises(ValidationError) as info:
+        JobConfig.model_validate({**paper, "trial": {"batch_size": 16}})
+    message = str(info.value)  # 32 experts at capacity 1 need 32 sequences per step
+    assert "trial.batch_size" in message and "smallest batch size that works is 32" in message
+    assert JobConfig.model_validate(paper).trial.batch_size == 32  # the preset's defaults work
+    assert JobConfig.model_validate({**paper, "trial": {"batch_size": 48}}).trial.batch_size == 48
+    no_ec = {**paper, "search_space": {"preset": "paper", "overrides": {"gating": ["top2"]}}}
+    assert JobConfig.model_validate({**no_ec, "trial": {"batch_size": 4}}).trial.batch_size == 4
+    assert (
+        JobConfig.model_validate({"name": "t", "dataset": "builtin:stdlib"}).trial.batch_size == 16
+    )
+
+
+def test_budgets_default_to_seconds_and_travel_as_one_kind():
+    base = {"name": "t", "dataset": "builtin:stdlib"}
+    assert JobConfig.model_validate(base).trial.budget() == {"seconds": 30.0}
+    steps = JobConfig.model_validate({**base, "trial": {"budget_steps": 200}})
+    assert steps.trial.budget() == {"steps": 200} and steps.trial.budget_s is None
+    assert JobConfig.model_validate(steps.model_dump()) == steps  # stored and read back
+    flops = JobConfig.model_validate({**base, "trial": {"budget_flops": 1e12}}).trial
+    assert flops.budget() == {"flops": 1e12}
+    assert "budget_s" not in flops.trainer_config()
 
 
 def test_submit_resolves_and_checksums_the_dataset(database, shakespeare, tmp_path):

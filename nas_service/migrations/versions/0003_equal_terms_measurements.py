@@ -20,20 +20,20 @@ down_revision: str | None = "0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-COLUMNS = (
-    sa.Column("device_kind", sa.String(200), nullable=True),
-    sa.Column("val_loss_inference", sa.Float(), nullable=True),
-    sa.Column("reference_s", sa.Float(), nullable=True),
-    sa.Column("reference_step_time_ms", sa.Float(), nullable=True),
-    sa.Column("step_time_ratio", sa.Float(), nullable=True),
-    sa.Column("val_loss_at", sa.JSON(), nullable=True),
-)
+COLUMNS = {
+    "device_kind": sa.String(200),
+    "val_loss_inference": sa.Float(),
+    "reference_s": sa.Float(),
+    "reference_step_time_ms": sa.Float(),
+    "step_time_ratio": sa.Float(),
+    "val_loss_at": sa.JSON(),
+}
 
 
 def upgrade() -> None:
     with op.batch_alter_table("candidates") as batch:
-        for column in COLUMNS:
-            batch.add_column(column.copy())
+        for name, kind in COLUMNS.items():
+            batch.add_column(sa.Column(name, kind, nullable=True))
     op.create_index(
         "ix_candidates_job_step_time_ratio", "candidates", ["job_id", "step_time_ratio"]
     )
@@ -84,5 +84,5 @@ def _device_kind(device: dict | None) -> str | None:
 def downgrade() -> None:
     op.drop_index("ix_candidates_job_step_time_ratio", table_name="candidates")
     with op.batch_alter_table("candidates") as batch:
-        for column in COLUMNS:
-            batch.drop_column(column.name)
+        for name in COLUMNS:
+            batch.drop_column(name)
