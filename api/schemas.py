@@ -17,9 +17,22 @@ class Progress(BaseModel):
     running: int
     queued: int
     total: int
-    best_perplexity: float | None
-    best_candidate_id: int | None
+    best_perplexity: float | None = Field(
+        description="Perplexity of the best candidate (best_candidate_id), chosen by best_rule."
+    )
+    best_candidate_id: int | None = Field(
+        description=(
+            "The job's best candidate under its objective: constrained mode, the lowest "
+            "validation loss among feasible candidates; pareto mode, the lowest perplexity on "
+            "the Pareto front. Only candidates of the baseline's device kind compete (when "
+            "the baseline's is known)."
+        )
+    )
+    best_rule: str = Field(description="How the best candidate is chosen, in words.")
     front_size: int = Field(description="Candidates on the Pareto front (as /pareto).")
+    front: list[int] = Field(
+        description="Ids on the Pareto front of (perplexity, step_time_ratio), by ratio."
+    )
     elapsed_s: float | None
     eta_s: float | None
 
@@ -60,10 +73,26 @@ class CandidatePublic(BaseModel):
     attempt: int
     node_id: str | None
     slot: int | None
+    device_kind: str | None = Field(
+        description=(
+            "`platform:kind` of the device the trial ran on (CPUs: the host's processor "
+            "model), e.g. `gpu:NVIDIA H200`. Results of different kinds are not ranked "
+            "against each other."
+        )
+    )
     reused_from_id: int | None
     reason: str | None
-    val_loss: float | None
-    perplexity: float | None
+    val_loss: float | None = Field(
+        description="Validation loss (nats per token) at the end of the training budget."
+    )
+    val_loss_inference: float | None = Field(
+        description=(
+            "Expert-choice blocks only: validation loss with the batch-1 inference routing "
+            "an exported model uses (val_loss uses the training-time batch routing). "
+            "Null for other blocks."
+        )
+    )
+    perplexity: float | None = Field(description="exp(val_loss).")
     bits_per_byte: float | None
     steps: int | None
     tokens: int | None
@@ -71,8 +100,26 @@ class CandidatePublic(BaseModel):
     compile_s: float | None
     data_s: float | None
     eval_s: float | None
-    step_time_ms: float | None
-    step_time_p90_ms: float | None
+    step_time_ms: float | None = Field(
+        description=(
+            "Median steady-state training step time in ms, as measured on the trial's "
+            "device under its load at the time: for display; compare step_time_ratio."
+        )
+    )
+    step_time_p90_ms: float | None = Field(description="90th percentile of the step times.")
+    reference_step_time_ms: float | None = Field(
+        description=(
+            "Step time in ms of the job's baseline block timed on the same worker slot, "
+            "under the same load, alongside this trial."
+        )
+    )
+    step_time_ratio: float | None = Field(
+        description=(
+            "step_time_ms / reference_step_time_ms: the comparable step-time figure (1.0 = "
+            "the baseline). The Pareto front, hypervolume and the constrained mode's "
+            "feasibility (ratio <= objective.max_step_time_ratio) use it."
+        )
+    )
     tokens_per_s: float | None
     params_total: int | None
     params_activated: int | None
@@ -102,6 +149,12 @@ class CandidateDetail(CandidatePublic):
     moe: list[Any] | None
     device: dict[str, Any] | None
     smoothed_loss_at: dict[str, Any] | None
+    val_loss_at: dict[str, float | None] | None = Field(
+        description=(
+            "Validation loss at fractions of the training budget: the fraction as a string "
+            '(e.g. "0.25") -> the loss at that point of training.'
+        )
+    )
     curve: list[tuple[float, float | None]]
     lineage: list[LineageStep]
 
@@ -121,7 +174,15 @@ class ScoredPoints(BaseModel):
 
     id: list[int]
     perplexity: list[float]
-    step_time_ms: list[float]
+    step_time_ratio: list[float] = Field(
+        description=(
+            "Step time over the baseline's timed on the same slot (1.0 = the baseline): the "
+            "front's step-time axis. Only candidates with a ratio are scored."
+        )
+    )
+    step_time_ms: list[float | None] = Field(
+        description="Raw median step time in ms (device- and load-dependent; for display)."
+    )
     status: list[str]
     feasible: list[bool | None]
     finished_s: list[float | None] = Field(
@@ -131,14 +192,26 @@ class ScoredPoints(BaseModel):
 
 class ParetoPublic(BaseModel):
     points: ScoredPoints
-    front: list[int]  # ids on the front of the feasible completed ones, by step time
+    front: list[int] = Field(
+        description=(
+            "Ids on the Pareto front of (perplexity, step_time_ratio) of the feasible "
+            "completed candidates, by ratio."
+        )
+    )
     baselines: list[int]
 
 
 class HypervolumePublic(BaseModel):
-    reference: tuple[float, float] | None
+    reference: tuple[float, float] | None = Field(
+        description=(
+            "The reference point (perplexity, step_time_ratio): 1.1 x the worst of each among "
+            "the completed feasible candidates."
+        )
+    )
     trials: list[int]
-    hypervolume: list[float]
+    hypervolume: list[float] = Field(
+        description="Area of (perplexity, step_time_ratio) space dominated by the front."
+    )
 
 
 class Message(BaseModel):

@@ -29,6 +29,8 @@ from nas_service.job_config import JobConfig
 from nas_service.models import Candidate, Job
 
 STATUSES = ("completed", "completed", "completed", "pruned", "failed", "diverged")
+REFERENCE_MS = 100.0  # the baseline's step time on every slot
+DEVICE_KIND = "cpu:benchmark"
 
 
 def populate(url: str, n: int, seed: int = 0) -> tuple[int, int]:
@@ -63,6 +65,10 @@ def populate(url: str, n: int, seed: int = 0) -> tuple[int, int]:
                     "is_baseline": i == 0,
                     "perplexity": float(quality[i]) if scored else None,
                     "step_time_ms": float(step[i]) if scored else None,
+                    # the baseline block timed at 100 ms on the same slot
+                    "reference_step_time_ms": REFERENCE_MS if scored else None,
+                    "step_time_ratio": float(step[i]) / REFERENCE_MS if scored else None,
+                    "device_kind": DEVICE_KIND,
                     "feasible": True,
                     "reason": None if scored else "benchmark",
                     "finished_at": start_time + timedelta(seconds=2 * i),

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from api_latency import populate
+from api_latency import DEVICE_KIND, REFERENCE_MS, populate
 from figures import write_json
 from sqlalchemy import update
 
@@ -52,6 +52,9 @@ def add_trial(db: Database, job_id: int, birth: int) -> None:
             attempt=1,
             perplexity=3.0,
             step_time_ms=100.0,
+            reference_step_time_ms=REFERENCE_MS,
+            step_time_ratio=100.0 / REFERENCE_MS,
+            device_kind=DEVICE_KIND,
             feasible=True,
         )
         session.add(row)

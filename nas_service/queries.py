@@ -10,7 +10,7 @@ import bisect
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import Float, delete, func, or_, select
+from sqlalchemy import Float, and_, delete, func, or_, select
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
@@ -45,26 +45,28 @@ def _epoch_postgresql(element: EpochSeconds, compiler: Any, **kw: Any) -> str:
     return f"EXTRACT(EPOCH FROM {compiler.process(element.clauses, **kw)})"
 
 
-# Candidates that can be on a job's Pareto front: completed, not over the step-time limit.
+# Candidates that can be on a job's Pareto front of (perplexity, step-time ratio): completed,
+# not over the step-time limit, both objectives measured. The ratio (step time over the
+# baseline timed on the same slot under the same load) is the comparable step-time figure;
+# raw milliseconds depend on the device and its load and are only displayed.
 _FRONT_ELIGIBLE = (
     Candidate.status == "completed",
     Candidate.feasible.is_not(False),
     Candidate.perplexity.is_not(None),
-    Candidate.step_time_ms.is_not(None),
+    Candidate.step_time_ratio.is_not(None),
 )
 
+# JSON columns and free text are not sortable (PostgreSQL cannot order json values).
+_UNSORTABLE = ("reason", "traceback", "moe", "device", "smoothed_loss_at", "val_loss_at")
 SORTABLE = (
     "id",
     "birth",
     "status",
     "attempt",
+    "device_kind",
     "created_at",
     "finished_at",
-    *(
-        name
-        for name in RESULT_COLUMNS
-        if name not in ("reason", "traceback", "moe", "device", "smoothed_loss_at")
-    ),
+    *(name for name in RESULT_COLUMNS if name not in _UNSORTABLE),
 )
 
 
@@ -74,13 +76,61 @@ class Progress:
     running: int
     queued: int
     total: int
-    best_perplexity: float | None
+    best_perplexity: float | None  # the best candidate's perplexity (see best_rule)
     best_candidate_id: int | None
+    best_rule: str  # how the best was chosen, in words
     front_size: int
+    front: list[int]  # ids on the Pareto front, by step-time ratio (as `pareto`)
+
+
+def reference_device_kind(session: Any, job_id: int) -> str | None:
+    """The device kind of the job's baseline row (its first `is_baseline` one); None when
+    the baseline has none yet (not run, or a row from before device kinds were recorded)."""
+    return session.scalar(
+        select(Candidate.device_kind)
+        .where(Candidate.job_id == job_id, Candidate.is_baseline.is_(True))
+        .order_by(Candidate.birth, Candidate.id)
+        .limit(1)
+    )
+
+
+def _best(session: Any, job: Job) -> tuple[Any, str]:
+    """The job's best candidate (id, perplexity) under its objective, and the rule in words.
+
+    Constrained mode: the lowest validation loss among completed candidates that are
+    feasible (step-time ratio within the limit). Pareto mode: the lowest perplexity among the
+    candidates that can be on the front (ties: the lower ratio), the front's low-perplexity
+    end. Either way only candidates of the baseline's device kind compete, when it is known:
+    perplexities under a wall-clock budget depend on the device.
+    """
+    objective = job.config.get("objective") or {}
+    kind = reference_device_kind(session, job.id)
+    where: list[Any] = [Candidate.job_id == job.id]
+    if kind is not None:
+        where.append(Candidate.device_kind == kind)
+    on = f" on {kind}" if kind is not None else ""
+    if objective.get("mode") == "constrained":
+        limit = objective.get("max_step_time_ratio", 1.0)
+        rule = f"lowest validation loss among feasible candidates (step time ratio <= {limit}){on}"
+        where += [
+            Candidate.status == "completed",
+            Candidate.feasible.is_(True),
+            Candidate.val_loss.is_not(None),
+        ]
+        order: tuple[Any, ...] = (Candidate.val_loss, Candidate.step_time_ratio, Candidate.id)
+    else:
+        rule = f"lowest perplexity on the Pareto front{f' ({kind})' if kind else ''}"
+        where += list(_FRONT_ELIGIBLE)
+        order = (Candidate.perplexity, Candidate.step_time_ratio, Candidate.id)
+    best = session.execute(
+        select(Candidate.id, Candidate.perplexity).where(*where).order_by(*order).limit(1)
+    ).first()
+    return best, rule
 
 
 def progress(db: Database, job: Job) -> Progress:
-    """Trials by state, the best perplexity and the size of the Pareto front (as `pareto`)."""
+    """Trials by state, the best candidate under the job's objective (and how it was chosen),
+    and the Pareto front (as `pareto`)."""
     with db.sessions() as session:
         counts = dict(
             session.execute(
@@ -89,17 +139,8 @@ def progress(db: Database, job: Job) -> Progress:
                 .group_by(Candidate.status)
             ).all()
         )
-        best = session.execute(
-            select(Candidate.id, Candidate.perplexity)
-            .where(
-                Candidate.job_id == job.id,
-                Candidate.status == "completed",
-                Candidate.perplexity.is_not(None),
-            )
-            .order_by(Candidate.perplexity)
-            .limit(1)
-        ).first()
-        front_size = _cached_front_size(db, session, job, counts.get("completed", 0))
+        best, rule = _best(session, job)
+        front = _cached_front(db, session, job, counts.get("completed", 0))
     running, queued = counts.pop("running", 0), counts.pop("queued", 0)
     return Progress(
         done=sum(counts.values()),
@@ -108,55 +149,70 @@ def progress(db: Database, job: Job) -> Progress:
         total=job.config["limits"]["max_trials"],
         best_perplexity=best.perplexity if best else None,
         best_candidate_id=best.id if best else None,
-        front_size=front_size,
+        best_rule=rule,
+        front_size=len(front),
+        front=list(front),
     )
 
 
-# Counting the front reads every completed row of the job (about 0.35 s at 100,000
+# Finding the front reads every completed row of the job (about 0.35 s at 100,000
 # candidates on SQLite), and the jobs list asks for it every few seconds. A completed row is
 # recorded once and never changes, and candidates are only deleted with their job, so the
 # job's submission time with the count and the highest id of its completed rows identify
-# its front: it is counted again only when one of them changes.
-_front_sizes: dict[tuple[str, int], tuple[tuple[Any, int, int], int]] = {}
+# its front: it is found again only when one of them changes.
+_fronts: dict[tuple[str, int], tuple[tuple[Any, int, int], tuple[int, ...]]] = {}
 
 
-def _cached_front_size(db: Database, session: Any, job: Job, completed: int) -> int:
+def _cached_front(db: Database, session: Any, job: Job, completed: int) -> tuple[int, ...]:
     last = session.scalar(
         select(func.max(Candidate.id)).where(
             Candidate.job_id == job.id, Candidate.status == "completed"
         )
     )
     key = (job.created_at, completed, last or 0)
-    cached = _front_sizes.get((db.url, job.id))
+    cached = _fronts.get((db.url, job.id))
     if cached is None or cached[0] != key:
-        cached = (key, session.scalar(_front_size(job.id)) or 0)
-        _front_sizes[db.url, job.id] = cached
+        cached = (key, tuple(session.scalars(_front_ids(job.id))))
+        _fronts[db.url, job.id] = cached
     return cached[1]
 
 
-def _front_size(job_id: int) -> Any:
-    """The number of candidates on the job's Pareto front, counted by the database.
+def _front_ids(job_id: int) -> Any:
+    """The ids on the job's Pareto front by step-time ratio (then id), found by the database.
 
-    Over the distinct (perplexity, step time) points sorted by step time then perplexity, a
-    point is on the front when its perplexity is below every earlier one's; equal copies all
-    count, as in `pareto`.
+    Over the distinct (perplexity, ratio) points sorted by ratio then perplexity, a point is
+    on the front when its perplexity is below every earlier one's; every candidate at such a
+    point is on the front (equal copies all count), as in `pareto`.
     """
     points = (
         select(
             Candidate.perplexity.label("ppl"),
-            Candidate.step_time_ms.label("step"),
-            func.count().label("copies"),
+            Candidate.step_time_ratio.label("ratio"),
         )
         .where(Candidate.job_id == job_id, *_FRONT_ELIGIBLE)
-        .group_by(Candidate.perplexity, Candidate.step_time_ms)
+        .group_by(Candidate.perplexity, Candidate.step_time_ratio)
         .subquery()
     )
     best_before = func.min(points.c.ppl).over(
-        order_by=(points.c.step, points.c.ppl), rows=(None, -1)
+        order_by=(points.c.ratio, points.c.ppl), rows=(None, -1)
     )
-    ranked = select(points.c.ppl, points.c.copies, best_before.label("best")).subquery()
-    return select(func.sum(ranked.c.copies)).where(
-        or_(ranked.c.best.is_(None), ranked.c.ppl < ranked.c.best)
+    ranked = select(points.c.ppl, points.c.ratio, best_before.label("best")).subquery()
+    front = (
+        select(ranked.c.ppl, ranked.c.ratio)
+        .where(or_(ranked.c.best.is_(None), ranked.c.ppl < ranked.c.best))
+        .subquery()
+    )
+    return (
+        select(Candidate.id)
+        .join(
+            front,
+            and_(
+                Candidate.perplexity == front.c.ppl,
+                Candidate.step_time_ratio == front.c.ratio,
+            ),
+        )
+        .where(Candidate.job_id == job_id, *_FRONT_ELIGIBLE)
+        .order_by(Candidate.step_time_ratio, Candidate.id)
     )
 
 
@@ -168,8 +224,10 @@ def candidate_page(
     order: Literal["asc", "desc"] = "asc",
     limit: int | None = 50,
     offset: int = 0,
+    device_kind: str | None = None,
 ) -> tuple[list[Candidate], int]:
-    """One page of a job's candidates and the total matching the filter."""
+    """One page of a job's candidates and the total matching the filter (status and/or
+    device kind)."""
     if sort not in SORTABLE:
         raise JobError("sort", f"cannot sort by {sort!r} (sortable: {', '.join(SORTABLE)})")
     if status is not None and status not in CANDIDATE_STATUSES:
@@ -179,6 +237,8 @@ def candidate_page(
     where: list[Any] = [Candidate.job_id == job_id]
     if status is not None:
         where.append(Candidate.status == status)
+    if device_kind is not None:
+        where.append(Candidate.device_kind == device_kind)
     column = getattr(Candidate, sort)
     key = column.asc().nulls_last() if order == "asc" else column.desc().nulls_last()
     with db.sessions() as session:
@@ -227,18 +287,19 @@ class ScoredColumns:
 
     id: list[int]
     perplexity: list[float]
-    step_time_ms: list[float]
+    step_time_ratio: list[float]  # step time / the baseline's on the same slot: ranked
+    step_time_ms: list[float | None]  # raw, device- and load-dependent: displayed
     status: list[str]
     feasible: list[bool | None]
     is_baseline: list[bool]
     finished_s: list[float | None]  # seconds from the job's submission to the trial's end
-    front: list[int]  # ids on the front of the feasible completed ones, by step time
+    front: list[int]  # ids on the front of the feasible completed ones, by ratio (then id)
 
 
 def pareto(db: Database, job_id: int) -> ScoredColumns:
-    """Every scored candidate of the job as a (perplexity, step time) point, and the Pareto
-    front of the feasible completed ones. Pruned candidates are scored too (they are shown,
-    never on the front). Rows are transposed into columns at C speed: with 100,000
+    """Every scored candidate of the job as a (perplexity, step-time ratio) point, and the
+    Pareto front of the feasible completed ones. Pruned candidates are scored too (they are
+    shown, never on the front). Rows are transposed into columns at C speed: with 100,000
     candidates, per-row Python objects cost more than the query."""
     with db.sessions() as session:
         if session.get(Job, job_id) is None:
@@ -248,6 +309,7 @@ def pareto(db: Database, job_id: int) -> ScoredColumns:
             select(
                 Candidate.id,
                 Candidate.perplexity,
+                Candidate.step_time_ratio,
                 Candidate.step_time_ms,
                 Candidate.status,
                 Candidate.feasible,
@@ -257,33 +319,35 @@ def pareto(db: Database, job_id: int) -> ScoredColumns:
             .where(
                 Candidate.job_id == job_id,
                 Candidate.perplexity.is_not(None),
-                Candidate.step_time_ms.is_not(None),
+                Candidate.step_time_ratio.is_not(None),
             )
             .order_by(Candidate.id)
         ).all()
-    columns = [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * 7
-    ids, perplexity, step, status, feasible = columns[:5]
+    columns = [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * 8
+    ids, perplexity, ratio, _, status, feasible = columns[:6]
     eligible = [
         i
         for i, (state, ok) in enumerate(zip(status, feasible, strict=True))
         if state == "completed" and ok is not False
     ]
-    on_front = [eligible[i] for i in pareto_front([(perplexity[i], step[i]) for i in eligible])]
-    front = [ids[i] for i in sorted(on_front, key=step.__getitem__)]
+    on_front = [eligible[i] for i in pareto_front([(perplexity[i], ratio[i]) for i in eligible])]
+    # Stable: equal ratios (equal copies) stay in id order, as `progress` lists them.
+    front = [ids[i] for i in sorted(on_front, key=ratio.__getitem__)]
     return ScoredColumns(*columns, front=front)
 
 
 def hypervolume_history(db: Database, job_id: int, max_points: int = 500) -> dict[str, Any]:
-    """Hypervolume of the front after each completed trial, in finishing order.
+    """Hypervolume of the (perplexity, step-time ratio) front after each completed trial, in
+    finishing order.
 
-    Reference point: 1.1 x the worst perplexity and the worst step time among the job's
-    completed feasible candidates (fixed over the history, so the curve never decreases).
+    Reference point: 1.1 x the worst perplexity and the worst ratio among the job's completed
+    feasible candidates (fixed over the history, so the curve never decreases).
     """
     with db.sessions() as session:
         if session.get(Job, job_id) is None:
             raise JobNotFound(f"job {job_id} not found")
         rows = session.execute(
-            select(Candidate.perplexity, Candidate.step_time_ms)
+            select(Candidate.perplexity, Candidate.step_time_ratio)
             .where(Candidate.job_id == job_id, *_FRONT_ELIGIBLE)
             .order_by(Candidate.finished_at, Candidate.id)
         ).all()
@@ -298,18 +362,18 @@ def hypervolume_history(db: Database, job_id: int, max_points: int = 500) -> dic
         if n > max_points
         else set(range(n))
     )
-    # The front so far, sorted by step time (so perplexity strictly decreases along it).
+    # The front so far, sorted by ratio (so perplexity strictly decreases along it).
     steps: list[float] = []
     ppls: list[float] = []
     trials, volumes = [], []
     volume, changed = 0.0, False
     for i, (ppl, step) in enumerate(rows):
-        # The member with the largest step time <= this one has the lowest perplexity of
-        # those that could dominate (or equal) it.
+        # The member with the largest ratio <= this one has the lowest perplexity of those
+        # that could dominate (or equal) it.
         at = bisect.bisect_right(steps, step)
         if not (at and ppls[at - 1] <= ppl):
-            # It joins; the members it dominates (step >= its, perplexity >= its) are a run
-            # that starts where its step time would go.
+            # It joins; the members it dominates (ratio >= its, perplexity >= its) are a run
+            # that starts where its ratio would go.
             start = end = bisect.bisect_left(steps, step)
             while end < len(steps) and ppls[end] >= ppl:
                 end += 1

@@ -2,6 +2,11 @@
 
 Specs are sampled and mutated from the proxy-cpu space, so the block drawings and lineage are
 those of real candidates; the metrics follow a noisy speed/quality trade-off.
+
+Step times are as the runner records them: each trial runs on one of two worker slots, the
+second under heavier load (LOAD), and its ratio is its step time over the baseline block's
+timed on the same slot. So raw milliseconds and ratios rank candidates differently, and a
+frontier drawn in milliseconds would not be the one in ratios.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import numpy as np
-from sqlalchemy import insert
+from sqlalchemy import insert, select
 
 from nas_service import jobs
 from nas_service.db import Database
@@ -34,6 +39,8 @@ PATTERN = (
     "completed",
     "diverged",
 )
+LOAD = (1.0, 1.6)  # the slowdown of each worker slot: same-slot ratios cancel it
+DEVICE_KIND = "cpu:Seeded Test CPU @ 2.00GHz"
 TRACEBACK = (
     "Traceback (most recent call last):\n"
     '  File "workers/trainer.py", line 301, in train_proxy\n'
@@ -57,15 +64,26 @@ class SeededJob:
 
 
 def candidate_row(
-    job_id: int, birth: int, spec, status: str, rng, limit: float | None = None
+    job_id: int,
+    birth: int,
+    spec,
+    status: str,
+    rng,
+    reference: float | None = None,
+    max_ratio: float | None = None,
 ) -> dict:
-    """A finished candidate's columns as the runner records them; `limit` is the step-time
+    """A finished candidate's columns as the runner records them. `reference`: the baseline's
+    step time on an unloaded slot (None: this is the baseline); `max_ratio`: the step-time
     limit (infeasible ones are over it, the others under it)."""
     layers = spec.block.layers * spec.repeats
     step = 40.0 + 6.0 * len(layers) + 0.05 * spec.block.d_model + float(rng.normal(0, 3))
-    if limit is not None:
+    if reference is not None and max_ratio is not None:
+        limit = reference * max_ratio
         step = limit * rng.uniform(1.02, 1.25) if status == "infeasible" else min(step, limit)
+    reference = step if reference is None else reference
+    slot = birth % 2
     ppl = 4.0 + 900.0 / step + float(rng.exponential(0.4))
+    val_loss = math.log(ppl)
     scored = status in ("completed", "infeasible", "pruned")
     moe = [
         {
@@ -93,11 +111,27 @@ def candidate_row(
         "reason": reasons.get(status),
         "traceback": TRACEBACK if status == "failed" else None,
         "perplexity": ppl if scored else None,
-        "val_loss": math.log(ppl) if scored else None,
-        "step_time_ms": step if scored else None,
-        "step_time_p90_ms": step * 1.08 if scored else None,
-        "steps": int(30_000 / step) if scored else None,
-        "tokens": int(30_000 / step) * 16 * 64 if scored else None,
+        "val_loss": val_loss if scored else None,
+        # Expert choice: routed differently at batch 1 (as an exported model runs).
+        "val_loss_inference": (
+            val_loss + 0.03
+            if scored and any(getattr(layer, "gating", None) == "expert_choice" for layer in layers)
+            else None
+        ),
+        "val_loss_at": (
+            {"0.25": val_loss + 0.6, "0.5": val_loss + 0.2}
+            | ({"1": val_loss} if status != "pruned" else {})
+            if scored
+            else None
+        ),
+        "slot": slot,
+        "device_kind": DEVICE_KIND,
+        "step_time_ms": step * LOAD[slot] if scored else None,
+        "step_time_p90_ms": step * LOAD[slot] * 1.08 if scored else None,
+        "reference_step_time_ms": reference * LOAD[slot] if scored else None,
+        "step_time_ratio": step / reference if scored else None,
+        "steps": int(30_000 / (step * LOAD[slot])) if scored else None,
+        "tokens": int(30_000 / (step * LOAD[slot])) * 16 * 64 if scored else None,
         "train_s": 30.0 if scored else None,
         "compile_s": 1.2,
         "params_total": 400_000 + 1000 * len(layers),
@@ -141,11 +175,19 @@ def seed_job(db: Database, dataset: str, n: int, name: str, seed: int = 0) -> Se
         row.status = "running"
         row.started_at = row.created_at
         start = row.created_at
-        limit = None
+        reference = None
         for birth, spec in enumerate(specs):
-            values = candidate_row(job.id, birth, spec, statuses[birth], rng, limit)
+            values = candidate_row(
+                job.id,
+                birth,
+                spec,
+                statuses[birth],
+                rng,
+                reference,
+                config.objective.max_step_time_ratio,
+            )
             if birth == 0:
-                limit = values["step_time_ms"] * config.objective.max_step_time_ratio
+                reference = values["step_time_ms"] / LOAD[values["slot"]]
             parent = parents[birth]
             candidate = Candidate(
                 **values,
@@ -183,14 +225,36 @@ def seed_job(db: Database, dataset: str, n: int, name: str, seed: int = 0) -> Se
     return SeededJob(job.id, ids, statuses, ids[0])
 
 
-def add_finished(db: Database, job_id: int, birth: int, perplexity: float, step_ms: float) -> int:
-    """Record one more completed trial and its events, in one transaction as the runner does."""
+def add_finished(
+    db: Database,
+    job_id: int,
+    birth: int,
+    perplexity: float,
+    step_ms: float,
+    device_kind: str = DEVICE_KIND,
+) -> int:
+    """Record one more completed trial and its events, in one transaction as the runner does:
+    timed on slot 0 (unloaded), so its ratio is `step_ms` over the baseline's step time."""
     rng = np.random.default_rng(birth)
     spec = sample(PROXY_CPU, rng)
     values = candidate_row(job_id, birth, spec, "completed", rng)
-    values.update(perplexity=perplexity, step_time_ms=step_ms, val_loss=math.log(perplexity))
     with db.transaction() as session:
         job = session.get(Job, job_id)
+        reference = session.scalar(
+            select(Candidate.step_time_ms / Candidate.step_time_ratio).where(
+                Candidate.job_id == job_id, Candidate.is_baseline.is_(True)
+            )
+        )
+        values.update(
+            perplexity=perplexity,
+            val_loss=math.log(perplexity),
+            slot=0,
+            device_kind=device_kind,
+            step_time_ms=step_ms,
+            step_time_p90_ms=step_ms * 1.08,
+            reference_step_time_ms=reference,
+            step_time_ratio=step_ms / reference,
+        )
         candidate = Candidate(  # finishing after the seeded ones (10 s apart)
             **values,
             is_baseline=False,

@@ -103,6 +103,9 @@ def populated(client, database, shakespeare):
                 parent_id=parent,
                 perplexity=10.0 - i * 0.1 if status != "failed" else None,
                 step_time_ms=100.0 + i,
+                # Every other trial on a slot under twice the load: ms and ratios disagree.
+                reference_step_time_ms=100.0 * (1 + i % 2),
+                step_time_ratio=(100.0 + i) / (100.0 * (1 + i % 2)),
                 reason="boom" if status == "failed" else None,
             )
             session.add(row)
@@ -158,6 +161,9 @@ def test_candidates_as_csv(client, populated):
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/csv")
     rows = list(csv.DictReader(io.StringIO(response.text)))
     assert len(rows) == 30 and rows[0]["birth"] == "0" and "perplexity" in rows[0]
+    for column in ("step_time_ratio", "reference_step_time_ms", "val_loss_inference"):
+        assert column in rows[0]
+    assert "device_kind" in rows[0] and float(rows[1]["step_time_ratio"]) == 101.0 / 200.0
 
 
 def test_pareto_and_hypervolume(client, database, populated):
@@ -169,11 +175,12 @@ def test_pareto_and_hypervolume(client, database, populated):
     completed = [p for p in points if p["status"] == "completed"]
     expected = {
         completed[i]["id"]
-        for i in pareto_front([(p["perplexity"], p["step_time_ms"]) for p in completed])
+        for i in pareto_front([(p["perplexity"], p["step_time_ratio"]) for p in completed])
     }
     assert set(result["front"]) == expected and expected
     job = client.get(f"{API}/jobs/{populated['id']}").json()
     assert job["progress"]["front_size"] == len(expected)
+    assert job["progress"]["front"] == result["front"]
     with database.transaction() as session:
         row = session.get(Candidate, result["front"][0])
         row.finished_at = session.get(Job, populated["id"]).created_at + timedelta(seconds=90)

@@ -83,7 +83,12 @@ def test_export_a_candidate_and_a_jobs_best(server, server_db, tmp_path):
             mutation="initial",
             status="completed",
             perplexity=6.0,
+            val_loss=1.79,
             step_time_ms=80.0,
+            reference_step_time_ms=80.0,
+            step_time_ratio=1.0,
+            is_baseline=True,
+            feasible=True,
         )
         session.add(row)
         session.flush()
@@ -109,6 +114,15 @@ def test_export_a_candidate_and_a_jobs_best(server, server_db, tmp_path):
     )
     assert best.returncode == 0, best.stderr
     assert json.loads(best.stdout)["scale"]["target"] == "1B"
+    assert f"best: candidate {candidate_id} (lowest perplexity on the Pareto front" in best.stderr
+    status = nas("status", str(job_id), "--server", server)
+    assert status.returncode == 0, status.stderr
+    lines = status.stdout.splitlines()
+    assert lines[1] == (
+        f"best: candidate {candidate_id}, perplexity 6.000, step time 1.000x baseline "
+        "(80.0 ms) (lowest perplexity on the Pareto front)"
+    )
+    assert lines[2] == f"front by step-time ratio (1): {candidate_id}"
     bad = nas(
         "export", str(candidate_id), "--format", "config", "--target", "huge", "--server", server
     )

@@ -121,6 +121,14 @@ def plot_traces(page, plot: str) -> list[dict]:
     )
 
 
+def plot_xy(page, plot: str) -> list[dict]:
+    return page.evaluate(
+        """(id) => document.getElementById(id).data.map((t) => ({
+            name: t.name, x: Array.from(t.x), ids: t.customdata || [] }))""",
+        plot,
+    )
+
+
 def test_jobs_list_shows_progress_front_and_best(page, site):
     base, _, jobs = site
     known = api(base, f"jobs/{jobs['known'].id}")["progress"]
@@ -135,6 +143,8 @@ def test_jobs_list_shows_progress_front_and_best(page, site):
     )
     best = row.locator(f"a[href='#/candidates/{known['best_candidate_id']}']")
     assert best.inner_text() == f"{known['best_perplexity']:.3f}"
+    assert best.get_attribute("title") == f"best: {known['best_rule']}"
+    assert "lowest validation loss among feasible candidates" in known["best_rule"]
     assert page.locator("#jobs-table tbody tr").count() == 3
 
 
@@ -172,6 +182,22 @@ def test_pareto_plot_has_every_scored_point_the_front_and_the_baseline(page, sit
     # Drawn, not only handed to plotly: one SVG marker per point, plus the front's rings.
     drawn = page.locator("#pareto-plot .scatterlayer path.point").count()
     assert drawn == known.scored + len(pareto["front"])
+    # The x axis is the step-time ratio (same-slot), not milliseconds: the seeded slots carry
+    # different loads, so the two disagree.
+    ratio = dict(zip(pareto["points"]["id"], pareto["points"]["step_time_ratio"], strict=True))
+    ms = dict(zip(pareto["points"]["id"], pareto["points"]["step_time_ms"], strict=True))
+    plotted = plot_xy(page, "pareto-plot")
+    for trace in plotted:
+        assert trace["x"] == [ratio[i] for i in trace["ids"]], trace["name"]
+        assert trace["x"] != [ms[i] for i in trace["ids"]]
+    assert sorted(ratio, key=ratio.get) != sorted(ms, key=ms.get)
+    layout = page.evaluate(
+        """() => { const l = document.getElementById('pareto-plot').layout;
+                   return { title: l.xaxis.title.text, limit: l.shapes.map((s) => s.x0) }; }"""
+    )
+    assert layout["title"] == "step time / baseline on the same slot (1.0 = baseline)"
+    assert layout["limit"] == [1.2]  # constrained: the dashed line at max_step_time_ratio
+    assert ratio[known.baseline_id] == 1.0
     hv = api(base, f"jobs/{known.id}/hypervolume")
     (curve,) = plot_traces(page, "hv-plot")
     assert curve["n"] == len(hv["trials"]) > 0
@@ -198,6 +224,11 @@ def test_hover_shows_the_block_in_words_and_click_opens_it(page, site):
     )
     page.mouse.move(x, y)
     card = page.locator("#hovercard")
+    baseline = api(base, f"candidates/{known.baseline_id}")
+    page.wait_for_selector("#hovercard .step-words")
+    assert page.locator("#hovercard .step-words").inner_text() == (
+        f"step time 1.000{TIMES} baseline (same slot) · {baseline['step_time_ms']:.1f} ms"
+    )
     spec = ArchSpec.model_validate(api(base, f"candidates/{known.baseline_id}")["spec"])
     words = describe(spec)
     page.wait_for_function(
@@ -220,6 +251,14 @@ def test_trials_table_pages_sorts_filters_and_opens_by_keyboard(page, site):
     open_view(page, base, f"jobs/{known.id}")
     table = page.locator("#trials-table")
     assert len(rows(page)) == 25 and rows(page)[0].startswith("#59")
+    # A step-time ratio column next to the raw milliseconds.
+    headers = page.locator("#trials-table thead th").all_inner_texts()
+    assert headers[2:5] == ["Perplexity", "Step / base", "Step (ms)"]
+    shown = api(base, f"jobs/{known.id}/candidates", sort="birth", order="desc", limit=25)
+    ratios = [c["step_time_ratio"] for c in shown["items"]]
+    cells = page.locator("#trials-table tbody tr td:nth-child(4)").all_inner_texts()
+    assert cells == [DASH if r is None else f"{r:.3f}" for r in ratios]
+    assert any(r is not None for r in ratios)
     tools = page.locator(".table-tools")
     assert f"1{DASH}25 of 60" in tools.inner_text()
     page.get_by_role("button", name="Next page").click()
@@ -322,6 +361,15 @@ def test_candidate_page_draws_the_block_and_exports(page, site):
     assert len(plot_traces(page, "moe-plot")) == len(detail["moe"])
     metrics = page.locator(".metrics").inner_text()
     assert f"{detail['perplexity']:.3f}" in metrics
+    assert f"{detail['step_time_ratio']:.3f}{TIMES}" in metrics
+    assert f"{detail['reference_step_time_ms']:.1f} ms" in metrics
+    assert detail["device_kind"] in metrics
+    at = page.locator("#val-loss-at")
+    fractions = at.locator("th[data-fraction]").evaluate_all(
+        "ths => ths.map(t => t.dataset.fraction)"
+    )
+    assert fractions == sorted(detail["val_loss_at"], key=float)
+    assert f"{detail['val_loss_at']['0.25']:.4f}" in at.inner_text()
 
     page.select_option("#export-target", "100M")
     with page.expect_download() as download:
@@ -344,6 +392,22 @@ def test_candidate_page_draws_the_block_and_exports(page, site):
     banner = page.locator("#banner")
     banner.wait_for()
     assert "target" in banner.inner_text()
+
+
+def test_candidate_page_shows_inference_routing_loss_when_there_is_one(page, site):
+    base, _, jobs = site
+    items = api(base, f"jobs/{jobs['known'].id}/candidates", status="completed", limit=100)
+    with_ec = [c for c in items["items"] if c["val_loss_inference"] is not None]
+    without = [c for c in items["items"] if c["val_loss_inference"] is None]
+    assert with_ec and without
+    open_view(page, base, f"candidates/{with_ec[0]['id']}")
+    labels = page.locator(".metrics dt").all_inner_texts()
+    at = labels.index("Val loss (inference routing)")
+    assert labels[at - 1] == "Validation loss"  # next to it
+    value = page.locator(".metrics dd").nth(at).inner_text()
+    assert value == f"{with_ec[0]['val_loss_inference']:.4f}"
+    open_view(page, base, f"candidates/{without[0]['id']}")
+    assert "Val loss (inference routing)" not in page.locator(".metrics").inner_text()
 
 
 def test_failed_candidate_shows_reason_and_traceback(page, site):

@@ -150,6 +150,15 @@ def _seed(db: Database) -> None:
                     val_loss=2.0 - i * 0.05 if status != "failed" else None,
                     perplexity=8.0 - i * 0.3 if status != "failed" else None,
                     step_time_ms=50.0 + 7 * i,
+                    reference_step_time_ms=50.0,
+                    step_time_ratio=(50.0 + 7 * i) / 50.0,
+                    device_kind="cpu:Schemathesis CPU",
+                    val_loss_at=(
+                        {"0.25": 2.5, "0.5": 2.2, "1": 2.0 - i * 0.05}
+                        if status != "failed"
+                        else None
+                    ),
+                    val_loss_inference=2.1 - i * 0.05 if i == 1 else None,
                     params_total=cost(spec).params_total,
                     reason="boom" if status == "failed" else None,
                     traceback="Traceback: boom" if status == "failed" else None,

@@ -230,13 +230,13 @@ def test_front_size_counted_in_sql_matches_the_pareto_math(database, shakespeare
                     status=status,
                     feasible=bool(rng.random() > 0.2),
                     perplexity=float(rng.integers(1, 6)) if status != "failed" else None,
-                    step_time_ms=float(rng.integers(1, 6)) if status != "failed" else None,
+                    step_time_ratio=float(rng.integers(1, 6)) if status != "failed" else None,
                 )
             )
         with database.transaction() as session:
             session.add_all(rows)
         eligible = [
-            (r.perplexity, r.step_time_ms) for r in rows if r.status == "completed" and r.feasible
+            (r.perplexity, r.step_time_ratio) for r in rows if r.status == "completed" and r.feasible
         ]
         with database.sessions() as session:
             stored = session.get(Job, job.id)
@@ -258,7 +258,7 @@ def test_front_size_counted_in_sql_matches_the_pareto_math(database, shakespeare
                     status="completed",
                     feasible=True,
                     perplexity=0.5,
-                    step_time_ms=0.5,
+                    step_time_ratio=0.5,
                 )
             )
         assert queries.progress(database, stored).front_size == 1

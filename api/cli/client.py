@@ -63,6 +63,41 @@ def _summary(job: dict[str, Any]) -> str:
     )
 
 
+def _ratio_ms(pareto: dict[str, Any], candidate_id: int | None) -> str:
+    """A scored candidate's step time, `step time 0.930x baseline (41.2 ms)` (from /pareto)."""
+    points = pareto["points"]
+    if candidate_id not in points["id"]:
+        return ""
+    i = points["id"].index(candidate_id)
+    ms = points["step_time_ms"][i]
+    return f"step time {points['step_time_ratio'][i]:.3f}x baseline" + (
+        "" if ms is None else f" ({ms:.1f} ms)"
+    )
+
+
+def _best_lines(job: dict[str, Any], pareto: dict[str, Any]) -> list[str]:
+    """The best candidate with its step time and the rule that chose it; in pareto mode the
+    front's ids too."""
+    p = job.get("progress") or {}
+    best = p.get("best_candidate_id")
+    lines = []
+    if best is None:
+        lines.append(f"best: none yet ({p.get('best_rule', '')})")
+    else:
+        timing = _ratio_ms(pareto, best)
+        lines.append(
+            f"best: candidate {best}, perplexity {p['best_perplexity']:.3f}"
+            + (f", {timing}" if timing else "")
+            + f" ({p.get('best_rule', '')})"
+        )
+    if (job.get("config") or {}).get("objective", {}).get("mode", "pareto") == "pareto":
+        front = p.get("front", pareto["front"])
+        lines.append(
+            f"front by step-time ratio ({len(front)}): {', '.join(map(str, front)) or '-'}"
+        )
+    return lines
+
+
 def submit_cmd(
     job_file: Annotated[Path, typer.Argument(help="Job configuration, YAML or JSON.")],
     server: Server = DEFAULT_SERVER,
@@ -108,7 +143,11 @@ def status_cmd(
 ) -> None:
     """Show one job."""
     job = request("GET", server, f"/jobs/{job_id}", token)
-    typer.echo(json.dumps(job, indent=2) if as_json else _summary(job))
+    if as_json:
+        typer.echo(json.dumps(job, indent=2))
+        return
+    pareto = request("GET", server, f"/jobs/{job_id}/pareto", token)
+    typer.echo("\n".join([_summary(job), *_best_lines(job, pareto)]))
 
 
 def watch_cmd(
@@ -117,12 +156,15 @@ def watch_cmd(
     token: Token = None,
     interval: Annotated[float, typer.Option(min=0.2)] = 2.0,
 ) -> None:
-    """Follow a job until it ends: progress, best so far, front size."""
+    """Follow a job until it ends: progress, best so far, front size; then the best and the
+    front."""
     while True:
         job = request("GET", server, f"/jobs/{job_id}", token)
-        front = request("GET", server, f"/jobs/{job_id}/pareto", token)["front"]
-        typer.echo(f"{_summary(job)}, front {len(front)}")
+        pareto = request("GET", server, f"/jobs/{job_id}/pareto", token)
+        typer.echo(f"{_summary(job)}, front {len(pareto['front'])}")
         if job["status"] in FINAL:
+            for line in _best_lines(job, pareto):
+                typer.echo(line)
             if job.get("error"):
                 typer.echo(f"error: {job['error']}")
             return
@@ -145,7 +187,9 @@ def export_cmd(
         int | None, typer.Argument(help="Candidate id (or use --job with --best).")
     ] = None,
     job: Annotated[int | None, typer.Option(help="Export this job's best candidate.")] = None,
-    best: Annotated[bool, typer.Option(help="With --job: its best completed candidate.")] = False,
+    best: Annotated[
+        bool, typer.Option(help="With --job: its best candidate under the job's objective.")
+    ] = False,
     format: Annotated[str, typer.Option(help="json, flax or config.")] = "json",
     target: Annotated[str | None, typer.Option(help="100M, 1B, 8B or a number.")] = None,
     output: Annotated[Path | None, typer.Option("-o", "--output", help="File to write.")] = None,
@@ -156,11 +200,13 @@ def export_cmd(
     if (candidate_id is None) == (job is None) or (job is not None and not best):
         fail("give CANDIDATE_ID, or --job JOB --best")
     if job is not None:
-        candidate_id = request("GET", server, f"/jobs/{job}", token)["progress"][
-            "best_candidate_id"
-        ]
+        progress = request("GET", server, f"/jobs/{job}", token)["progress"]
+        candidate_id = progress["best_candidate_id"]
         if candidate_id is None:
-            fail(f"--job: job {job} has no completed candidate yet")
+            fail(f"--job: job {job} has no best candidate yet ({progress.get('best_rule')})")
+        typer.echo(
+            f"job {job}'s best: candidate {candidate_id} ({progress['best_rule']})", err=True
+        )
     params = {"format": format, **({"target": target} if target else {})}
     response = call("GET", server, f"/candidates/{candidate_id}/export", token, params=params)
     if output is None:

@@ -90,7 +90,14 @@ def _report(url: str, job: dict, out: Path) -> None:
     pareto = request("GET", url, f"/jobs/{job['id']}/pareto", None)
     columns = pareto["points"]
     row_of = {candidate_id: i for i, candidate_id in enumerate(columns["id"])}
-    table = Table("candidate", "perplexity", "step ms", "block", title="Pareto front")
+    table = Table(
+        "candidate",
+        "perplexity",
+        "step / baseline",
+        "step ms",
+        "block",
+        title="Pareto front (perplexity vs step time / the baseline's on the same slot)",
+    )
     for candidate_id in pareto["front"]:
         detail = request("GET", url, f"/candidates/{candidate_id}", None)
         baseline = " (baseline)" if candidate_id in pareto["baselines"] else ""
@@ -98,11 +105,17 @@ def _report(url: str, job: dict, out: Path) -> None:
         table.add_row(
             f"{candidate_id}{baseline}",
             f"{columns['perplexity'][i]:.3f}",
-            f"{columns['step_time_ms'][i]:.1f}",
+            f"{columns['step_time_ratio'][i]:.3f}",
+            "-" if columns["step_time_ms"][i] is None else f"{columns['step_time_ms'][i]:.1f}",
             describe(ArchSpec.model_validate(detail["spec"])),
         )
     console.print(table)
-    best = job["progress"]["best_candidate_id"]
+    progress = job["progress"]
+    best = progress["best_candidate_id"]
+    console.print(f"best: candidate {best}, {progress['best_rule']}")
+    console.print(f"front by step-time ratio: {', '.join(map(str, progress['front'])) or '-'}")
+    if best is None:
+        fail("the search has no best candidate to export")
     out.mkdir(parents=True, exist_ok=True)
     exports = {
         "best.json": {"format": "json"},

@@ -51,7 +51,17 @@ def list_candidates(
     db: DbDep,
     _: ReadOwner,
     status: Annotated[str | None, Query(description="Only candidates with this status.")] = None,
-    sort: Annotated[str, Query(description="Any metric column, e.g. perplexity.")] = "birth",
+    device_kind: Annotated[
+        str | None,
+        Query(
+            max_length=200,
+            pattern=r"^[^\x00]*$",  # PostgreSQL text holds no NUL
+            description="Only candidates of this device kind (platform:kind).",
+        ),
+    ] = None,
+    sort: Annotated[
+        str, Query(description="Any metric column, e.g. perplexity or step_time_ratio.")
+    ] = "birth",
     order: Literal["asc", "desc"] = "asc",
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
@@ -60,10 +70,12 @@ def list_candidates(
     ] = "json",
 ) -> CandidatesPublic | StreamingResponse:
     if format == "csv":
-        rows, _ = queries.candidate_page(db, job_id, status, sort, order, None, 0)
+        rows, _ = queries.candidate_page(db, job_id, status, sort, order, None, 0, device_kind)
         headers = {"Content-Disposition": f'attachment; filename="job-{job_id}-candidates.csv"'}
         return StreamingResponse(_csv(rows), media_type="text/csv", headers=headers)
-    rows, total = queries.candidate_page(db, job_id, status, sort, order, limit, offset)
+    rows, total = queries.candidate_page(
+        db, job_id, status, sort, order, limit, offset, device_kind
+    )
     return CandidatesPublic(
         items=[CandidatePublic.model_validate(row) for row in rows],
         total=total,
@@ -83,6 +95,7 @@ def get_candidate(candidate_id: CandidateId, db: DbDep, _: ReadOwner) -> Candida
         moe=row.moe,
         device=row.device,
         smoothed_loss_at=row.smoothed_loss_at,
+        val_loss_at=row.val_loss_at,
         curve=curve,
         lineage=[LineageStep(id=c.id, mutation=c.mutation, spec_hash=c.spec_hash) for c in chain],
     )

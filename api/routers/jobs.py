@@ -17,7 +17,8 @@ router = APIRouter(prefix="/jobs", tags=["jobs"], responses={**NOT_FOUND, **CONF
 
 
 def public(db: Database, job: Job) -> JobPublic:
-    """The job with its progress: trials done / running / queued, best so far, elapsed, ETA."""
+    """The job with its progress: trials done / running / queued, the best candidate under the
+    job's objective (and the rule that chose it), the Pareto front, elapsed, ETA."""
     result = JobPublic.model_validate(job)
     counts = queries.progress(db, job)
     started, finished = job.started_at, job.finished_at

@@ -17,15 +17,35 @@ import {
 } from "./format.js";
 
 const seconds = (v) => (v === null || v === undefined ? "–" : `${num(v, 1)} s`);
+const ms = (v) => (v === null || v === undefined ? "–" : `${num(v, 1)} ms`);
+const present = (v) => v !== null && v !== undefined;
+// [label, value, shown when (default: always), explanation on hover]
 const METRICS = [
   ["Perplexity", (c) => num(c.perplexity, 3)],
   ["Validation loss", (c) => num(c.val_loss, 4)],
-  ["Bits per byte", (c) => num(c.bits_per_byte, 3)],
-  ["Step time (median)", (c) => (c.step_time_ms === null ? "–" : `${num(c.step_time_ms, 1)} ms`)],
   [
-    "Step time (p90)",
-    (c) => (c.step_time_p90_ms === null ? "–" : `${num(c.step_time_p90_ms, 1)} ms`),
+    "Val loss (inference routing)",
+    (c) => num(c.val_loss_inference, 4),
+    (c) => present(c.val_loss_inference),
+    "Expert choice with the batch-1 routing an exported model uses at inference",
   ],
+  ["Bits per byte", (c) => num(c.bits_per_byte, 3)],
+  [
+    "Step time / baseline",
+    (c) => (present(c.step_time_ratio) ? `${num(c.step_time_ratio, 3)}×` : "–"),
+    null,
+    "Step time over the baseline block's, timed on the same worker slot under the same load " +
+      "(1.0 = the baseline); the Pareto front and the step-time limit use it",
+  ],
+  ["Step time (median)", (c) => ms(c.step_time_ms)],
+  ["Step time (p90)", (c) => ms(c.step_time_p90_ms)],
+  [
+    "Baseline step time (same slot)",
+    (c) => ms(c.reference_step_time_ms),
+    null,
+    "The job's baseline block timed on this trial's slot, alongside it",
+  ],
+  ["Device", (c) => c.device_kind || "–"],
   ["Tokens / s", (c) => count(c.tokens_per_s === null ? null : Math.round(c.tokens_per_s))],
   ["Steps", (c) => count(c.steps)],
   ["Tokens seen", (c) => count(c.tokens)],
@@ -45,7 +65,40 @@ function metricsList(c) {
   return el(
     "dl",
     { class: "metrics" },
-    METRICS.map(([label, value]) => [el("dt", {}, label), el("dd", {}, value(c))]),
+    METRICS.filter(([, , when]) => !when || when(c)).map(([label, value, , title]) => [
+      el("dt", { title }, label),
+      el("dd", {}, value(c)),
+    ]),
+  );
+}
+
+// Validation loss at fractions of the training budget, as a two-row table.
+function checkpoints(c) {
+  const at = Object.entries(c.val_loss_at || {}).sort(([a], [b]) => Number(a) - Number(b));
+  if (!at.length) return null;
+  const pct = (fraction) => `${Math.round(100 * Number(fraction))}%`;
+  return el(
+    "div",
+    { class: "checkpoints" },
+    el("p", { class: "muted small" }, "Validation loss at fractions of the training budget:"),
+    el(
+      "table",
+      { id: "val-loss-at" },
+      el(
+        "tr",
+        {},
+        el("th", { scope: "row" }, "budget"),
+        at.map(([fraction]) =>
+          el("th", { scope: "col", "data-fraction": fraction }, pct(fraction)),
+        ),
+      ),
+      el(
+        "tr",
+        {},
+        el("th", { scope: "row" }, "val loss"),
+        at.map(([, loss]) => el("td", {}, num(loss, 4))),
+      ),
+    ),
   );
 }
 
@@ -260,6 +313,7 @@ export function candidateView(root, candidateId) {
             { class: "card" },
             el("h2", {}, "Learning curve"),
             c.curve.length ? curve : el("p", { class: "muted" }, "No learning curve recorded."),
+            checkpoints(c),
           ),
           el(
             "section",

@@ -23,6 +23,9 @@ import { actions, progressBar } from "./jobs.js";
 import { trialsTable } from "./table.js";
 
 const FINAL = new Set(["completed", "failed", "cancelled"]);
+// The frontier's x axis: step time as a ratio to the baseline block timed on the same worker
+// slot under the same load (raw milliseconds depend on the device and its load).
+export const RATIO_AXIS = "step time / baseline on the same slot (1.0 = baseline)";
 // Above this many points plots use WebGL (when the browser has it); SVG is crisp below.
 const WEBGL_ABOVE = 2000;
 
@@ -79,6 +82,13 @@ function pointTraces(points, parts, x, y, type, scale = 1) {
   });
 }
 
+// A trial's budget: seconds, steps or FLOPs (whichever the job gives).
+function budget(trial) {
+  if (trial.budget_steps) return `${count(trial.budget_steps)} steps per trial`;
+  if (trial.budget_flops) return `${count(trial.budget_flops)} FLOPs per trial`;
+  return `${trial.budget_s}s per trial`;
+}
+
 export function jobView(root, jobId) {
   let destroyed = false;
   let source = null;
@@ -87,6 +97,7 @@ export function jobView(root, jobId) {
   let again = false;
   let lastCost = 0;
   let job = null;
+  let scored = null; // the latest scored points and their index by id, for the hover card
   const blocks = new Map(); // candidate id -> its block in words, for the hover card
 
   const head = el("section", { class: "job-head" });
@@ -103,7 +114,11 @@ export function jobView(root, jobId) {
       el(
         "figure",
         { class: "card" },
-        el("figcaption", {}, "Pareto frontier: perplexity vs step time (lower left is better)"),
+        el(
+          "figcaption",
+          {},
+          "Pareto frontier: perplexity vs step time / baseline (lower left is better)",
+        ),
         paretoPlot,
       ),
       el(
@@ -124,8 +139,12 @@ export function jobView(root, jobId) {
   function renderHead() {
     const p = job.progress;
     const best = p?.best_candidate_id
-      ? el("a", { href: `#/candidates/${p.best_candidate_id}` }, num(p.best_perplexity, 3))
-      : "–";
+      ? el(
+          "a",
+          { href: `#/candidates/${p.best_candidate_id}`, title: `best: ${p.best_rule}` },
+          num(p.best_perplexity, 3),
+        )
+      : el("span", { title: p?.best_rule ? `best: ${p.best_rule}` : null }, "–");
     const objective = job.config.objective;
     const stat = (label, value) =>
       el("div", { class: "stat" }, el("span", { class: "label" }, label), el("span", {}, value));
@@ -155,28 +174,30 @@ export function jobView(root, jobId) {
         stat("Elapsed", duration(p?.elapsed_s)),
         stat("ETA", duration(p?.eta_s)),
         stat("Best perplexity", best),
+        p?.best_rule
+          ? stat("Best rule", el("span", { id: "best-rule", class: "rule" }, p.best_rule))
+          : null,
         stat("Front size", count(p?.front_size)),
         stat(
           "Objective",
           objective.mode === "constrained"
-            ? `constrained: ≤ ${objective.max_step_time_ratio}× ${objective.baseline} step time`
+            ? `constrained: step time ≤ ${objective.max_step_time_ratio}× ${objective.baseline}'s`
             : `pareto (baseline ${objective.baseline})`,
         ),
-        stat("Budget", `${job.config.trial.budget_s}s per trial`),
+        stat("Budget", budget(job.config.trial)),
       ),
     );
   }
 
   // `parts`: each point's group (from `groups`); `type`: the scatter trace type for this size.
   function renderPareto(pareto, parts, type) {
-    const { points, front, baselines } = pareto;
+    const { points, front } = pareto;
     const n = points.id.length;
-    const index = new Map(points.id.map((id, i) => [id, i]));
-    const frontIdx = front.map((id) => index.get(id));
+    const frontIdx = front.map((id) => scored.index.get(id));
     const traces = pointTraces(
       points,
       parts,
-      (i) => points.step_time_ms[i],
+      (i) => points.step_time_ratio[i],
       (i) => points.perplexity[i],
       type,
     );
@@ -185,20 +206,16 @@ export function jobView(root, jobId) {
       mode: "lines+markers",
       name: `Pareto front (${front.length})`,
       meta: "front",
-      x: frontIdx.map((i) => points.step_time_ms[i]),
+      x: frontIdx.map((i) => points.step_time_ratio[i]),
       y: frontIdx.map((i) => points.perplexity[i]),
       customdata: front,
       hoverinfo: "none",
       line: { shape: "hv", color: FRONT_COLOR, width: 2 },
       marker: { symbol: "circle-open", size: 13, color: FRONT_COLOR, line: { width: 2 } },
     });
-    // Constrained mode: the step-time limit is the baseline's step time x the allowed ratio.
+    // Constrained mode: the step-time limit is the allowed ratio to the baseline's step time.
     const objective = job.config.objective;
-    const reference = baselines.length ? points.step_time_ms[index.get(baselines[0])] : null;
-    const limit =
-      objective.mode === "constrained" && reference
-        ? reference * objective.max_step_time_ratio
-        : null;
+    const limit = objective.mode === "constrained" ? objective.max_step_time_ratio : null;
     const layout = baseLayout({
       shapes: limit
         ? [
@@ -213,7 +230,7 @@ export function jobView(root, jobId) {
             },
           ]
         : [],
-      xaxis: axis("step time (ms / step)"),
+      xaxis: axis(RATIO_AXIS),
       yaxis: axis("validation perplexity"),
       legend: { orientation: "h", y: -0.18, x: 0 },
       margin: { l: 60, r: 16, t: 12, b: 90 },
@@ -225,7 +242,7 @@ export function jobView(root, jobId) {
               x: limit,
               y: 1,
               yref: "paper",
-              text: `step-time limit (${objective.max_step_time_ratio}× baseline)`,
+              text: `step-time limit (${limit}× baseline)`,
               showarrow: false,
               xanchor: "right",
               yanchor: "top",
@@ -325,6 +342,8 @@ export function jobView(root, jobId) {
       job = fresh;
       renderHead();
       const parts = groups(pareto.points, pareto.baselines);
+      const index = new Map(pareto.points.id.map((id, i) => [id, i]));
+      scored = { points: pareto.points, index };
       const type = pareto.points.id.length > WEBGL_ABOVE && HAS_WEBGL ? "scattergl" : "scatter";
       renderPareto(pareto, parts, type);
       renderProgress(pareto, parts, type);
@@ -369,14 +388,21 @@ export function jobView(root, jobId) {
     const mouse = event.event;
     const trace = point.data;
     const key = Object.keys(GROUP_STYLE).find((k) => trace.name.startsWith(GROUP_STYLE[k].name));
+    const i = scored?.index.get(id);
+    const ratio = i === undefined ? null : scored.points.step_time_ratio[i];
+    const ms = i === undefined ? null : scored.points.step_time_ms[i];
+    const step =
+      i === undefined ? "" : `step time ${num(ratio, 3)}× baseline (same slot) · ${num(ms, 1)} ms`;
     fill(
       card,
       el("div", { class: "strong" }, `Candidate #${id}`, key ? ` · ${GROUP_STYLE[key].name}` : ""),
       el(
         "div",
         {},
-        `perplexity ${num(point.y, 3)} · ${unit === "min" ? `finished at ${num(point.x, 1)} min` : `${num(point.x, 1)} ms/step`}`,
+        `perplexity ${num(point.y, 3)}`,
+        unit === "min" ? ` · finished at ${num(point.x, 1)} min` : "",
       ),
+      step ? el("div", { class: "step-words" }, step) : null,
       el("div", { class: "block-words" }, blocks.get(id) || "…"),
       el("div", { class: "muted" }, "click to open"),
     );
@@ -409,7 +435,7 @@ export function jobView(root, jobId) {
     await refresh();
     if (destroyed || !job) return;
     for (const [plot, unit] of [
-      [paretoPlot, "ms"],
+      [paretoPlot, "ratio"],
       [progressPlot, "min"],
     ]) {
       plot.on("plotly_hover", (event) => hover(event, unit));

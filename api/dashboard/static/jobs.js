@@ -107,7 +107,11 @@ export function jobsView(root) {
       ...jobs.items.map((job) => {
         const p = job.progress;
         const best = p?.best_candidate_id
-          ? el("a", { href: `#/candidates/${p.best_candidate_id}` }, num(p.best_perplexity, 3))
+          ? el(
+              "a",
+              { href: `#/candidates/${p.best_candidate_id}`, title: `best: ${p.best_rule}` },
+              num(p.best_perplexity, 3),
+            )
           : "–";
         return el(
           "tr",

@@ -14,6 +14,14 @@ const COLUMNS = [
     cell: (c) => num(c.perplexity, 3),
   },
   {
+    key: "step_time_ratio",
+    label: "Step / base",
+    title: "Step time over the baseline's, timed on the same worker slot (1.0 = the baseline)",
+    sort: "step_time_ratio",
+    num: true,
+    cell: (c) => num(c.step_time_ratio, 3),
+  },
+  {
     key: "step_time_ms",
     label: "Step (ms)",
     sort: "step_time_ms",
@@ -106,13 +114,18 @@ export function trialsTable(jobId) {
     fill(
       head,
       ...COLUMNS.map((column) => {
-        if (!column.sort) return el("th", { scope: "col" }, column.label);
+        if (!column.sort) return el("th", { scope: "col", title: column.title }, column.label);
         const active = state.sort === column.sort;
         const sortState = active ? (state.order === "asc" ? "ascending" : "descending") : "none";
         const arrow = active ? (state.order === "asc" ? " ▲" : " ▼") : "";
         return el(
           "th",
-          { scope: "col", "aria-sort": sortState, class: column.num ? "num" : "" },
+          {
+            scope: "col",
+            "aria-sort": sortState,
+            class: column.num ? "num" : "",
+            title: column.title,
+          },
           el(
             "button",
             {
