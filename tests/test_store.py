@@ -236,7 +236,9 @@ def test_front_size_counted_in_sql_matches_the_pareto_math(database, shakespeare
         with database.transaction() as session:
             session.add_all(rows)
         eligible = [
-            (r.perplexity, r.step_time_ratio) for r in rows if r.status == "completed" and r.feasible
+            (r.perplexity, r.step_time_ratio)
+            for r in rows
+            if r.status == "completed" and r.feasible
         ]
         with database.sessions() as session:
             stored = session.get(Job, job.id)
