@@ -49,6 +49,8 @@ class InstantWorker:
             "val_loss": float(np.log(quality)),
             "perplexity": quality,
             "step_time_ms": step_ms,
+            "reference_step_time_ms": 100.0,
+            "step_time_ratio": step_ms / 100.0,
             "steps": 10,
             "curve": [[0.1 * i, 5.0 - 0.2 * i] for i in range(10)],
             "smoothed_loss_at": {"0.25": 4.0, "0.5": 3.5, "1": 3.0},

@@ -10,6 +10,10 @@ MoE accounting, per token on average:
 - FLOPs count what the experts compute, capacity slots included: token choice fills
   k x c experts' worth of slots per token (empty slots are computed too), expert choice c.
 Both are capped at the number of experts.
+- inference FLOPs (`inference_flops_per_token`): what the model computes with its inference
+  routing (an exported model decoding at batch size 1, or `ProxyLM(..., inference=True)`):
+  expert choice sends each token to its top round(c) experts (at least 1, at most E) and
+  computes only those; token choice computes as in training.
 """
 
 from __future__ import annotations
@@ -59,6 +63,15 @@ def moe_experts_computed(layer: MoESpec) -> float:
     return min(layer.top_k * layer.capacity_factor, float(layer.num_experts))
 
 
+def moe_experts_computed_inference(layer: MoESpec) -> float:
+    """Experts' worth of FLOPs computed per token with the model's inference routing:
+    expert choice computes each token's top round(c) experts (at least 1, at most E);
+    token choice the same as in training (`moe_experts_computed`)."""
+    if layer.gating == "expert_choice":
+        return float(min(max(1, round(layer.capacity_factor)), layer.num_experts))
+    return moe_experts_computed(layer)
+
+
 class LayerCost(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -67,6 +80,7 @@ class LayerCost(BaseModel):
     params: int
     params_activated: int
     flops_per_token: int
+    inference_flops_per_token: int
     activation_values_per_token: int
 
 
@@ -81,6 +95,7 @@ class CostReport(BaseModel):
     params_per_block: int
     flops_per_token: int
     train_flops_per_token: int
+    inference_flops_per_token: int  # forward, inference routing (see the module docstring)
     activation_bytes_per_sequence: int
     repeats: int
     layers: list[LayerCost]
@@ -103,6 +118,7 @@ def layer_cost(
             params=params,
             params_activated=params,
             flops_per_token=flops,
+            inference_flops_per_token=flops,
             activation_values_per_token=values,
         )
     mats = ffn_matrices(layer.activation)
@@ -116,6 +132,7 @@ def layer_cost(
             params=params,
             params_activated=params,
             flops_per_token=2 * expert,
+            inference_flops_per_token=2 * expert,
             activation_values_per_token=d + hidden_values,
         )
     router = d * layer.num_experts
@@ -123,6 +140,7 @@ def layer_cost(
     activated = pre_norm + router + round(moe_experts_used(layer) * expert)
     computed = moe_experts_computed(layer)
     flops = 2 * router + round(2 * computed * expert)
+    inference_flops = 2 * router + round(2 * moe_experts_computed_inference(layer) * expert)
     values = d + layer.num_experts + round(computed * (d + hidden_values))
     return LayerCost(
         index=index,
@@ -130,6 +148,7 @@ def layer_cost(
         params=params,
         params_activated=activated,
         flops_per_token=flops,
+        inference_flops_per_token=inference_flops,
         activation_values_per_token=values,
     )
 
@@ -146,7 +165,9 @@ def cost(spec: ArchSpec, bytes_per_value: int = 4) -> CostReport:
     head = 0 if spec.tied_embeddings else d * spec.vocab_size
     final_norm = norm_params(block.norm, d)
     outside = embedding + head + final_norm
-    flops = spec.repeats * sum(c.flops_per_token for c in layers) + 2 * d * spec.vocab_size
+    head_flops = 2 * d * spec.vocab_size
+    flops = spec.repeats * sum(c.flops_per_token for c in layers) + head_flops
+    inference = spec.repeats * sum(c.inference_flops_per_token for c in layers) + head_flops
     values = spec.repeats * sum(c.activation_values_per_token for c in layers)
     values += d + spec.vocab_size  # final norm input, logits
     return CostReport(
@@ -156,6 +177,7 @@ def cost(spec: ArchSpec, bytes_per_value: int = 4) -> CostReport:
         params_per_block=per_block,
         flops_per_token=flops,
         train_flops_per_token=3 * flops,
+        inference_flops_per_token=inference,
         activation_bytes_per_sequence=values * spec.seq_len * bytes_per_value,
         repeats=spec.repeats,
         layers=layers,

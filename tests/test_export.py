@@ -33,7 +33,7 @@ def sampled(seed: int, tied: bool, positions: str) -> ArchSpec:
 # Run as scripts (each imports JAX, so few, and concurrently): (spec, target, script args).
 SCRIPTS: dict[str, tuple[ArchSpec, str | None, list[str]]] = {
     "switch": (baseline("switch"), None, []),
-    "glam-ec": (baseline("glam-ec"), None, []),  # batch 1: the token-choice fallback
+    "glam-ec": (baseline("glam-ec"), None, []),  # batch 1: the inference routing
     "sampled-untied-learned": (sampled(0, False, "learned"), None, []),  # top2, EC c=2 and 3
     "glam-100M": (baseline("glam"), "100M", ["--max-params", "0"]),  # 734M total: count only
 }

@@ -47,20 +47,26 @@ LAYERS = {
 }
 
 
-def forward_fn(spec: ArchSpec):
+def forward_fn(spec: ArchSpec, inference: bool = False):
     graphdef, state = nnx.split(build_model(spec, seed=1))
-    forward = jax.jit(lambda state, tokens: nnx.merge(graphdef, state)(tokens)[0])
+    forward = jax.jit(lambda state, tokens: nnx.merge(graphdef, state)(tokens, inference)[0])
     return lambda tokens: forward(state, tokens)
 
 
-CASES = [(name, "rotary") for name in LAYERS] + [("attention", "learned")]
+# At batch 1 expert choice takes the inference routing by itself; `inference=True` makes it
+# take it at batch 8 too (where c = 2 groups rows into tiles of several tokens).
+CASES = (
+    [(name, "rotary", False) for name in LAYERS]
+    + [("attention", "learned", False)]
+    + [("expert-choice", "rotary", True), ("expert-choice-c2", "rotary", True)]
+)
 
 
 @pytest.mark.parametrize("batch", [8, 1])
-@pytest.mark.parametrize(("name", "positions"), CASES)
-def test_no_layer_sees_the_future(name, positions, batch):
+@pytest.mark.parametrize(("name", "positions", "inference"), CASES)
+def test_no_layer_sees_the_future(name, positions, inference, batch):
     """Perturb positions > t: outputs at <= t must not move; outputs after t must."""
-    forward = forward_fn(arch(LAYERS[name], positions=positions))
+    forward = forward_fn(arch(LAYERS[name], positions=positions), inference)
     rng = np.random.default_rng(0)
     tokens = rng.integers(0, V, (batch, T))
     base = np.asarray(forward(jnp.asarray(tokens)))
@@ -143,6 +149,70 @@ def test_expert_choice_gives_each_expert_its_capacity():
     assert y.shape == x.shape
     np.testing.assert_allclose(np.asarray(stats["expert_load"]), 0.25)
     assert 0.0 <= float(stats["drop_fraction"]) < 0.5
+
+
+@pytest.mark.parametrize(
+    ("capacity_factor", "experts", "batch"),
+    [(1.0, 4, 3), (2.0, 4, 3), (1.5, 8, 2), (0.5, 4, 5), (2.0, 4, 16), (3.0, 2, 1)],
+)
+def test_inference_routing_matches_a_naive_loop(capacity_factor, experts, batch):
+    """Top-round(c) experts per token (at least 1, at most E), nothing dropped; batch 16
+    with k = 2 groups rows into tiles of several tokens of one expert."""
+    spec = MoESpec(**moe("expert_choice", capacity_factor, experts=experts))
+    layer, x = _moe_and_input(spec, batch=batch)
+    k = min(experts, max(1, round(capacity_factor)))
+    y, stats = layer(x, inference=True)
+    expected = _naive_token_choice(layer, np.asarray(x), k, capacity=T)
+    np.testing.assert_allclose(np.asarray(y), expected, rtol=1e-4, atol=1e-5)
+    assert float(stats["drop_fraction"]) == 0.0
+    probs = jax.nn.softmax(x.reshape(-1, D) @ layer.router[...], axis=-1)
+    chosen = np.asarray(jax.lax.top_k(probs, k)[1]).reshape(-1)
+    load = np.bincount(chosen, minlength=experts) / chosen.size
+    np.testing.assert_allclose(np.asarray(stats["expert_load"]), load, rtol=1e-6)
+    if batch * capacity_factor < experts:  # the flag changes nothing where EC cannot run
+        y_default, _ = layer(x)
+        np.testing.assert_array_equal(np.asarray(y_default), np.asarray(y))
+
+
+def test_inference_routing_is_per_sequence_at_any_batch_size():
+    """`inference=True` at batch 16 gives each sequence the logits it gets alone at batch 1
+    (routing is per token); without the flag, batch 16 routes by expert choice."""
+    spec = arch(moe("expert_choice", 2.0), repeats=1)
+    graphdef, state = nnx.split(build_model(spec, seed=3))
+    forward = jax.jit(
+        lambda state, tokens, inference: nnx.merge(graphdef, state)(tokens, inference),
+        static_argnums=2,
+    )
+    tokens = jnp.asarray(np.random.default_rng(5).integers(0, V, (16, T)))
+    batched, aux = forward(state, tokens, True)
+    assert float(aux["aux_loss"]) == 0.0 and float(aux["moe"][0]["drop_fraction"]) == 0.0
+    for row in range(tokens.shape[0]):
+        alone, _ = forward(state, tokens[row : row + 1], False)  # batch 1: inference routing
+        np.testing.assert_allclose(
+            np.asarray(batched[row]), np.asarray(alone[0]), rtol=1e-5, atol=1e-5
+        )
+    expert_choice, _ = forward(state, tokens, False)
+    assert not np.allclose(np.asarray(expert_choice), np.asarray(batched), atol=1e-3)
+
+
+@pytest.mark.parametrize("capacity_factor", [1.0, 2.0])
+def test_batch_one_expert_choice_computes_only_the_chosen_experts(capacity_factor):
+    """The compiled batch-1 forward pass costs the cost model's inference FLOPs (k = round(c)
+    experts per token), not all 32 experts' worth. XLA's cost analysis also counts the
+    non-matmul ops (norms, softmax, activation, top-k), hence up to 20% above the matmuls."""
+    experts, hidden = 32, 64
+    layer = {**moe("expert_choice", capacity_factor, experts, "geglu"), "hidden": hidden}
+    spec = arch(layer)
+    graphdef, state = nnx.split(build_model(spec))
+    forward = jax.jit(lambda state, tokens: nnx.merge(graphdef, state)(tokens)[0])
+    tokens = jnp.zeros((1, T), jnp.int32)
+    measured = forward.lower(state, tokens).compile().cost_analysis()["flops"]
+    report = cost(spec)
+    expected = report.inference_flops_per_token * T
+    k = round(capacity_factor)
+    all_experts = expected + spec.repeats * T * (experts - k) * 2 * (3 * D * hidden)
+    assert all_experts > 10 * expected  # the check below tells k experts from all of them
+    assert expected <= measured <= 1.2 * expected, (measured, expected, all_experts)
 
 
 def test_aux_loss_only_for_token_choice():

@@ -13,12 +13,21 @@ Mixture-of-experts routing (router in float32), all causal in a decoder:
 - Expert choice: at each position, every expert picks its top ceil(B * c / E) tokens among
   the B tokens at that position across the batch, so outputs at position t depend only on
   tokens at position t (of all sequences) and earlier. It needs B * c >= E; below that
-  (batch size 1 in particular, as in the exported model) the layer routes by token choice
-  top-k with k = round(c) (at least 1) and no capacity limit, using the same router.
+  (batch size 1 in particular, as when an exported model decodes), and at any batch size
+  with `inference=True`, the layer uses the inference routing: each token goes to its
+  top-k experts, k = round(c) (at least 1), gates the router's probabilities (renormalised
+  when k > 1), no capacity limit, nothing dropped; per token, hence causal. It computes
+  only the chosen experts (k experts' FLOPs per token, `search_space.cost`'s
+  `inference_flops_per_token`), never all E.
 
 Dispatch is gather-based: tokens are gathered into one [experts, slots, d] buffer that the
 experts process as a single batched matmul, and outputs are gathered (token choice) or
-segment-summed (expert choice) back. No one-hot dispatch tensors of tokens x slots.
+segment-summed (expert choice) back. No one-hot dispatch tensors of tokens x slots. The
+inference routing instead sorts the (token, expert) choices by expert into tiles of G rows
+of one expert each and gathers each tile's expert weights: [tiles, G, d] x [tiles, d, width].
+G = 1 (a per-token gather of the chosen experts' weights, no padding) while tokens x k <=
+4 E, as in decoding; above, G = ceil(tokens x k / 4E), which bounds the gathered weights to
+5 E experts' worth and the padding rows to E x (G - 1) <= a quarter of tokens x k.
 """
 
 from __future__ import annotations
@@ -37,6 +46,9 @@ LOAD_BALANCE_WEIGHT = 0.01
 Z_LOSS_WEIGHT = 1e-3
 EMBED_STD = 0.02
 ROPE_BASE = 10_000.0
+# Inference routing: tiles of one expert's rows; at most this many tiles per expert (plus
+# one each for the partial tiles) before tiles grow beyond one row.
+INFERENCE_TILES_PER_EXPERT = 4
 
 Aux = dict[str, Any]
 
@@ -108,6 +120,14 @@ class FeedForward(nnx.Module):
         return self.down(activate(self.up(rows), self.activation)).reshape(x.shape), {}
 
 
+def inference_tiling(assignments: int, num_experts: int) -> tuple[int, int]:
+    """(rows per tile G, tiles) for the inference routing of `assignments` (token, expert)
+    pairs: each expert's rows fill ceil(n_e / G) tiles, at most
+    (assignments + min(E, assignments) x (G - 1)) / G of them in all."""
+    tile = max(1, -(-assignments // (INFERENCE_TILES_PER_EXPERT * num_experts)))
+    return tile, (assignments + min(num_experts, assignments) * (tile - 1)) // tile
+
+
 class MoE(nnx.Module):
     """Mixture of experts; see the module docstring for the routing rules."""
 
@@ -125,7 +145,9 @@ class MoE(nnx.Module):
         h = jnp.einsum("esd,edh->esh", x, self.w_up[...])
         return jnp.einsum("esh,ehd->esd", activate(h, self.spec.activation), self.w_down[...])
 
-    def __call__(self, x: jax.Array) -> tuple[jax.Array, Aux]:
+    def __call__(self, x: jax.Array, inference: bool = False) -> tuple[jax.Array, Aux]:
+        """`inference=True`: expert-choice layers use the inference routing at any batch
+        size (token-choice layers ignore it). See the module docstring."""
         b, t, d = x.shape
         e = self.spec.num_experts
         rows = x.reshape(b * t, d).astype(jnp.float32)
@@ -134,12 +156,10 @@ class MoE(nnx.Module):
         entropy = -jnp.sum(probs * jnp.log(probs + 1e-9), axis=-1).mean()
         spec = self.spec
         if spec.gating == "expert_choice":
-            if b * spec.capacity_factor >= e:
+            if not inference and b * spec.capacity_factor >= e:
                 y, stats = self._expert_choice(x, probs)
-            else:  # too few sequences for experts to choose among: top-round(c), no capacity
-                y, stats = self._token_choice(
-                    x, probs, min(e, max(1, round(spec.capacity_factor))), t
-                )
+            else:  # inference, or too few sequences for experts to choose among
+                y, stats = self._inference(x, probs, min(e, max(1, round(spec.capacity_factor))))
             stats["aux_loss"] = jnp.zeros((), jnp.float32)  # expert choice needs no aux loss
         else:
             k = min(e, spec.top_k)
@@ -189,6 +209,44 @@ class MoE(nnx.Module):
         }
         return y, stats
 
+    def _inference(self, x: jax.Array, probs: jax.Array, k: int) -> tuple[jax.Array, Aux]:
+        """Each token to its top-k experts, no capacity; computes only the chosen experts."""
+        b, t, d = x.shape
+        e = probs.shape[-1]
+        n, pairs = b * t, b * t * k
+        gates, choice = jax.lax.top_k(probs.reshape(n, e), k)  # [N, k]
+        if k > 1:
+            gates = gates / jnp.sum(gates, axis=-1, keepdims=True)
+        expert = choice.reshape(pairs)  # pair i is token i // k's choice i % k
+        tile, tiles = inference_tiling(pairs, e)
+        # Sort the pairs by expert; expert e's rows start at its first tile, tile_start[e] * G.
+        order = jnp.argsort(expert, stable=True)
+        counts = jnp.zeros((e,), jnp.int32).at[expert].add(1)
+        first = jnp.cumsum(counts) - counts  # index in sorted order of expert e's first pair
+        tile_counts = -(-counts // tile)  # ceil(n_e / G)
+        tile_end = jnp.cumsum(tile_counts)
+        tile_start = tile_end - tile_counts
+        by_expert = expert[order]
+        rank = jnp.arange(pairs, dtype=jnp.int32) - first[by_expert]
+        slot = jnp.zeros((pairs,), jnp.int32).at[order].set(tile_start[by_expert] * tile + rank)
+        token = jnp.arange(pairs, dtype=jnp.int32) // k
+        source = jnp.full((tiles * tile,), n, jnp.int32).at[slot].set(token)  # n: a zero row
+        x_rows = jnp.concatenate([x.reshape(n, d), jnp.zeros((1, d), x.dtype)])
+        expert_in = x_rows[source].reshape(tiles, tile, d)
+        # Tile j belongs to the expert whose tiles end after it (unused tiles: the last one).
+        tile_expert = jnp.sum(tile_end[None, :] <= jnp.arange(tiles)[:, None], axis=1)
+        tile_expert = jnp.minimum(tile_expert, e - 1)
+        h = jnp.einsum("jgd,jdh->jgh", expert_in, self.w_up[...][tile_expert])
+        w_down = self.w_down[...][tile_expert]
+        out = jnp.einsum("jgh,jhd->jgd", activate(h, self.spec.activation), w_down)
+        picked = out.reshape(tiles * tile, d)[slot].reshape(n, k, d)
+        y = jnp.sum(gates.astype(x.dtype)[:, :, None] * picked, axis=1)
+        stats = {
+            "expert_load": counts / pairs,
+            "drop_fraction": jnp.zeros((), jnp.float32),
+        }
+        return y, stats
+
     def _expert_choice(self, x: jax.Array, probs: jax.Array) -> tuple[jax.Array, Aux]:
         b, t, d = x.shape
         e = probs.shape[-1]
@@ -220,8 +278,9 @@ class Residual(nnx.Module):
         else:
             self.layer = MoE(d, layer_spec, rngs)
 
-    def __call__(self, x: jax.Array) -> tuple[jax.Array, Aux]:
-        y, stats = self.layer(self.norm(x))
+    def __call__(self, x: jax.Array, inference: bool = False) -> tuple[jax.Array, Aux]:
+        h = self.norm(x)
+        y, stats = self.layer(h, inference) if isinstance(self.layer, MoE) else self.layer(h)
         return x + y, stats
 
 
@@ -251,14 +310,16 @@ class ProxyLM(nnx.Module):
             else nnx.Linear(d, spec.vocab_size, use_bias=False, rngs=rngs)
         )
 
-    def __call__(self, tokens: jax.Array) -> tuple[jax.Array, Aux]:
+    def __call__(self, tokens: jax.Array, inference: bool = False) -> tuple[jax.Array, Aux]:
+        """`inference=True`: expert-choice layers route as an exported model decoding at
+        batch size 1 does, at any batch size (see the module docstring)."""
         x = self.embed(tokens)
         if self.positions is not None:
             x = x + self.positions(jnp.arange(tokens.shape[1]))[None]
         aux_loss = jnp.zeros((), jnp.float32)
         moe_stats = []
         for layer in self.layers:
-            x, stats = layer(x)
+            x, stats = layer(x, inference)
             if stats:
                 aux_loss = aux_loss + stats.pop("aux_loss")
                 moe_stats.append(stats)
