@@ -74,7 +74,8 @@ def flax_module(spec: ArchSpec, target: str | None = None) -> str:
 
     `python model.py` prints `params: N` (counted with `nnx.eval_shape`, equal to
     `search_space.cost(spec).params_total`) and, when the model fits in memory, runs a
-    forward pass at batch size 1 (expert choice then uses its inference routing: each token's top-round(c) experts).
+    forward pass at batch size 1 (expert choice then uses its inference routing: each
+    token's top-round(c) experts).
     """
     if target is not None:
         spec = scale(spec, target).spec
