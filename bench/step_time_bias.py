@@ -5,7 +5,11 @@ three conditions, interleaved over several repeats:
 
 - alone: the other slot is idle;
 - beside a trial: the other slot trains another block at the same time;
-- beside the baseline: the other slot trains the job's baseline at the same time.
+- beside the baseline: the other slot trains the job's baseline at the same time;
+- sharing its core: a third actor, started when no core was free (so the allocator made it
+  share the least contended core, as jobs that ask for fewer CPUs than trials do), trains
+  another block on the same core at the same time. Before per-node allocation, two pools of
+  different widths on one node could overlap like this without knowing it.
 
 The baseline is also timed alone, as the runner did before the same-slot reference (it
 trained first and alone). "Before" is what the constrained mode compared: the block's raw
@@ -53,8 +57,12 @@ def main() -> None:
     neighbour = baseline("dense", space)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     slots = [worker_actor(slot=i, cpus_per_slot=1) for i in range(2)]
-    cores = [ray.get(actor.info.remote())["cores"] for actor in slots]
-    print(f"slot cores: {cores}")
+    ray.get([actor.info.remote() for actor in slots])
+    slots.append(worker_actor(slot=2, cpus_per_slot=0))  # waits, then shares a core
+    infos = [ray.get(actor.info.remote()) for actor in slots]
+    cores = [info["cores"] for info in infos]
+    print(f"slot cores: {cores}, shared: {[info['cores_shared'] for info in infos]}")
+    assert infos[2]["cores_shared"] and cores[2] == cores[0], "slot 2 must share slot 0's core"
     counter = iter(range(1, 1_000_000))
 
     def request(spec: ArchSpec) -> dict[str, Any]:
@@ -68,25 +76,31 @@ def main() -> None:
             "reference": reference.model_dump(mode="json"),
         }
 
-    def run(spec: ArchSpec, beside: ArchSpec | None) -> dict[str, Any]:
+    def run(spec: ArchSpec, beside: ArchSpec | None, neighbour_slot: int = 1) -> dict[str, Any]:
         refs = [slots[0].run.remote(request(spec))]
         if beside is not None:
-            refs.append(slots[1].run.remote(request(beside)))
+            refs.append(slots[neighbour_slot].run.remote(request(beside)))
         result = ray.get(refs)[0]["result"]
         assert result["status"] == "ok", result["reason"]
         return result
 
-    run(block, neighbour)  # compile every program on both slots first
+    run(block, neighbour)  # compile every program on every slot first
     run(neighbour, block)
     run(reference, None)
-    ray.get(slots[1].run.remote(request(reference)))
-    conditions = {"alone": None, "beside a trial": neighbour, "beside the baseline": reference}
+    ray.get([slots[i].run.remote(request(reference)) for i in (1, 2)])
+    ray.get(slots[2].run.remote(request(neighbour)))
+    conditions = {
+        "alone": (None, 1),
+        "beside a trial": (neighbour, 1),
+        "beside the baseline": (reference, 1),
+        "sharing its core": (neighbour, 2),
+    }
     measured: dict[str, list[dict[str, float]]] = {name: [] for name in conditions}
     baseline_alone: list[float] = []
     for repeat in range(args.repeats):
         baseline_alone.append(run(reference, None)["step_time_ms"])
-        for name, beside in conditions.items():
-            result = run(block, beside)
+        for name, (beside, neighbour_slot) in conditions.items():
+            result = run(block, beside, neighbour_slot)
             measured[name].append(
                 {"step_ms": result["step_time_ms"], "ratio": result["step_time_ratio"]}
             )
