@@ -100,6 +100,9 @@ class CandidatePublic(BaseModel):
     compile_s: float | None
     data_s: float | None
     eval_s: float | None
+    reference_s: float | None = Field(
+        description="Seconds spent compiling and timing the reference block (outside the budget)."
+    )
     step_time_ms: float | None = Field(
         description=(
             "Median steady-state training step time in ms, as measured on the trial's "

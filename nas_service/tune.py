@@ -56,10 +56,13 @@ COST_METRIC = "step_time_ms"
 # skipped by `ResultGrid.get_best_result`) so every result carries the searcher's metrics.
 OPTIONAL_METRICS = (
     "val_loss",
+    "val_loss_inference",
     "perplexity",
     "bits_per_byte",
     "step_time_ms",
     "step_time_p90_ms",
+    "reference_step_time_ms",
+    "step_time_ratio",
     "tokens_per_s",
     "mfu",
 )

@@ -56,6 +56,7 @@ const METRICS = [
   ["Training", (c) => seconds(c.train_s)],
   ["Compile", (c) => seconds(c.compile_s)],
   ["Evaluation", (c) => seconds(c.eval_s)],
+  ["Reference timing", (c) => seconds(c.reference_s)],
   ["Feasible", (c) => (c.feasible === null ? "–" : c.feasible ? "yes" : "no (too slow)")],
   ["Attempt", (c) => String(c.attempt)],
   ["Ray node", (c) => (c.node_id ? c.node_id.slice(0, 12) : "–")],
