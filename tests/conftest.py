@@ -94,3 +94,17 @@ def database(request, tmp_path):
         db.upgrade()
         stack.callback(db.dispose)
         yield db
+
+
+@pytest.fixture
+def client(database):
+    """The app over TestClient, on each kind of database."""
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+    from api.deps import get_db
+
+    app = create_app()
+    app.dependency_overrides[get_db] = lambda: database
+    with TestClient(app) as test_client:
+        yield test_client

@@ -4,23 +4,12 @@ import itertools
 from datetime import timedelta
 
 import pytest
-from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from test_store import BAD
 
-from api.app import create_app
-from api.deps import get_db
 from nas_service.models import Candidate, CurvePoint, Job
 
 API = "/api/v1"
-
-
-@pytest.fixture
-def client(database):
-    app = create_app()
-    app.dependency_overrides[get_db] = lambda: database
-    with TestClient(app) as test_client:
-        yield test_client
 
 
 def job_body(source: str, **sections) -> dict:

@@ -8,10 +8,7 @@ import io
 
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
 
-from api.app import create_app
-from api.deps import get_db
 from nas_service import jobs, queries
 from nas_service.job_config import JobConfig
 from nas_service.models import Candidate, Job
@@ -20,14 +17,6 @@ from nas_service.pareto import hypervolume_2d, pareto_front
 API = "/api/v1"
 CPU = "cpu:Intel(R) Xeon(R) Platinum 8480+"
 GPU = "gpu:NVIDIA H200"
-
-
-@pytest.fixture
-def client(database):
-    app = create_app()
-    app.dependency_overrides[get_db] = lambda: database
-    with TestClient(app) as test_client:
-        yield test_client
 
 
 def submit(client, shakespeare: str, **objective) -> int:
