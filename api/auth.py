@@ -1,7 +1,9 @@
 """Bearer-token authentication for the REST API.
 
 Auth is off unless `NAS_API_TOKENS` is set (the embedded default). When it is set, writes need
-`Authorization: Bearer <token>`; reads need it too when `NAS_AUTH_READS=true`. A browser
+`Authorization: Bearer <token>`; reads need it too when `NAS_AUTH_READS=true`. A token marked
+`owner:token:admin` is an admin's: only a job's owner or an admin may change an existing job
+(`authorize_job_write`; a job submitted with auth off has no owner, so only an admin). A browser
 `EventSource` cannot send headers, so a live stream may instead carry `?stream_token=...`, a
 short-lived token for one job signed by `sign_stream_token`.
 
@@ -19,9 +21,10 @@ import hmac
 import ipaddress
 import logging
 import time
+from dataclasses import dataclass
 from functools import cache, cached_property
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NamedTuple
 
 from fastapi import Depends, HTTPException, Query, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -31,25 +34,45 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 logger = logging.getLogger(__name__)
 
 ENV_TOKENS = "NAS_API_TOKENS"
+ADMIN = "admin"
 _STREAM_KEY_LABEL = b"nas-service stream token v1"
 _LOOPBACK_NAMES = {"localhost", "localhost.localdomain"}
 
 
+class TokenEntry(NamedTuple):
+    """One configured token: `owner:token`, or `owner:token:admin` for an admin."""
+
+    owner: str
+    token: str
+    admin: bool = False
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who made an authenticated request."""
+
+    owner: str
+    admin: bool = False
+
+
 class AuthSettings(BaseSettings):
-    """`NAS_API_TOKENS` (owner:token pairs or a token file) and `NAS_AUTH_READS`."""
+    """`NAS_API_TOKENS` (owner:token[:admin] entries or a token file) and `NAS_AUTH_READS`."""
 
     model_config = SettingsConfigDict(env_prefix="NAS_", extra="ignore", env_ignore_empty=True)
 
     api_tokens: str | None = Field(
         default=None,
         repr=False,
-        description="`owner:token,owner2:token2`, or the path of a file with one pair a line.",
+        description=(
+            "`owner:token,owner2:token2:admin`, or the path of a file with one entry a line; "
+            "a third field `admin` marks an admin's token."
+        ),
     )
     auth_reads: bool = Field(default=False, description="Require a token for reads too.")
 
     @cached_property
-    def tokens(self) -> tuple[tuple[str, str], ...]:
-        """The configured (owner, token) pairs; empty when auth is off."""
+    def tokens(self) -> tuple[TokenEntry, ...]:
+        """The configured tokens; empty when auth is off."""
         return parse_tokens(self.api_tokens) if self.api_tokens else ()
 
     @property
@@ -59,7 +82,12 @@ class AuthSettings(BaseSettings):
     @cached_property
     def stream_key(self) -> bytes:
         """HMAC key for stream tokens, derived from (and so shared by) the configured tokens."""
-        material = "\n".join(sorted(f"{owner}:{token}" for owner, token in self.tokens))
+        material = "\n".join(
+            sorted(
+                f"{entry.owner}:{entry.token}" + (f":{ADMIN}" if entry.admin else "")
+                for entry in self.tokens
+            )
+        )
         return hmac.new(_STREAM_KEY_LABEL, material.encode(), hashlib.sha256).digest()
 
 
@@ -75,26 +103,33 @@ def _entries(value: str) -> tuple[list[str], str]:
     return ["" if line.lstrip().startswith("#") else line for line in lines], f"{path} line"
 
 
-def parse_tokens(value: str) -> tuple[tuple[str, str], ...]:
+def parse_tokens(value: str) -> tuple[TokenEntry, ...]:
     """Parse `NAS_API_TOKENS`; errors name the variable and never contain a token."""
     entries, where = _entries(value)
-    pairs: list[tuple[str, str]] = []
+    pairs: list[TokenEntry] = []
     seen: dict[str, int] = {}
     for number, entry in enumerate(entries, start=1):
         if not entry.strip():
             continue
-        owner, colon, token = (part.strip() for part in entry.partition(":"))
+        owner, colon, rest = (part.strip() for part in entry.partition(":"))
         if not colon:
             raise ValueError(
                 f"{ENV_TOKENS}: {where} {number} has no ':' (expected owner:token pairs "
                 "separated by commas, or the path of an existing token file)"
             )
+        token, extra, role = (part.strip() for part in rest.partition(":"))
         if not owner or not token:
             raise ValueError(f"{ENV_TOKENS}: {where} {number} has an empty owner or token")
+        if extra and role != ADMIN:
+            # The third field is never echoed: a token that holds a ':' would leak its tail.
+            raise ValueError(
+                f"{ENV_TOKENS}: {where} {number} has a third field that is not '{ADMIN}' "
+                "(expected owner:token or owner:token:admin; a token may not contain ':')"
+            )
         if token in seen:
             raise ValueError(f"{ENV_TOKENS}: {where} {number} repeats the token of {seen[token]}")
         seen[token] = number
-        pairs.append((owner, token))
+        pairs.append(TokenEntry(owner, token, admin=bool(extra)))
     if not pairs:
         raise ValueError(f"{ENV_TOKENS} is set but holds no owner:token pairs")
     return tuple(pairs)
@@ -113,14 +148,14 @@ BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(HTTPBearer(au
 StreamTokenDep = Annotated[str | None, Query(include_in_schema=False)]
 
 
-def _owner_of(token: str, settings: AuthSettings) -> str | None:
-    """The owner of `token`, comparing against every configured token in constant time."""
+def _caller_of(token: str, settings: AuthSettings) -> Caller | None:
+    """Who holds `token`, comparing against every configured token in constant time."""
     presented = token.encode()
-    owner = None
-    for name, expected in settings.tokens:
-        match = hmac.compare_digest(presented, expected.encode())
-        owner = name if match else owner
-    return owner
+    caller = None
+    for entry in settings.tokens:
+        match = hmac.compare_digest(presented, entry.token.encode())
+        caller = Caller(entry.owner, entry.admin) if match else caller
+    return caller
 
 
 def _unauthenticated() -> HTTPException:
@@ -137,24 +172,64 @@ def _forbidden(request: Request, what: str) -> HTTPException:
     return HTTPException(status_code=status.HTTP_403_FORBIDDEN, detail=f"Invalid {what}")
 
 
+def _bearer_caller(
+    request: Request, settings: AuthSettings, credentials: HTTPAuthorizationCredentials | None
+) -> Caller:
+    if credentials is None:
+        raise _unauthenticated()
+    caller = _caller_of(credentials.credentials, settings)
+    if caller is None:
+        raise _forbidden(request, "token")
+    return caller
+
+
 def _bearer_owner(
     request: Request, settings: AuthSettings, credentials: HTTPAuthorizationCredentials | None
 ) -> str:
-    if credentials is None:
-        raise _unauthenticated()
-    owner = _owner_of(credentials.credentials, settings)
-    if owner is None:
-        raise _forbidden(request, "token")
-    return owner
+    return _bearer_caller(request, settings, credentials).owner
 
 
-def require_write(
+def require_write_caller(
     request: Request, settings: AuthSettingsDep, credentials: BearerDep
-) -> str | None:
-    """The caller's owner name for a write; None when auth is off."""
+) -> Caller | None:
+    """Who makes a write (owner name and whether an admin); None when auth is off."""
     if not settings.enabled:
         return None
-    return _bearer_owner(request, settings, credentials)
+    return _bearer_caller(request, settings, credentials)
+
+
+WriteCaller = Annotated[Caller | None, Depends(require_write_caller)]
+
+
+def require_write(caller: WriteCaller) -> str | None:
+    """The caller's owner name for a write; None when auth is off."""
+    return caller.owner if caller else None
+
+
+def authorize_job_write(
+    request: Request, caller: Caller | None, job_id: int, job_owner: str | None
+) -> None:
+    """Raise 403 unless `caller` may change job `job_id`, owned by `job_owner`.
+
+    Everyone may when auth is off (`caller` is None); otherwise the job's owner or an admin.
+    A job with no owner (submitted while auth was off) may be changed by an admin only.
+    """
+    if caller is None or caller.admin or (job_owner is not None and caller.owner == job_owner):
+        return
+    if job_owner is None:
+        why = f"job {job_id} has no owner; only an admin may change it"
+    else:
+        why = f"job {job_id} belongs to {job_owner}; only its owner or an admin may change it"
+    client = request.client.host if request.client else "?"
+    logger.warning(
+        "refused %s %s by %s from %s: %s",
+        request.method,
+        request.url.path,
+        caller.owner,
+        client,
+        why,
+    )
+    raise HTTPException(status_code=status.HTTP_403_FORBIDDEN, detail=why)
 
 
 def require_read(

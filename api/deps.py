@@ -5,8 +5,10 @@ from __future__ import annotations
 from functools import cache
 from typing import Annotated
 
-from fastapi import Depends, Path
+from fastapi import Depends, Path, Request
 
+from api.auth import Caller, WriteCaller, authorize_job_write
+from nas_service import jobs
 from nas_service.db import Database
 from nas_service.settings import Settings, get_settings
 
@@ -27,3 +29,18 @@ DbDep = Annotated[Database, Depends(get_db)]
 MAX_ID = 2**31 - 1
 JobId = Annotated[int, Path(ge=1, le=MAX_ID, description="Job id.")]
 CandidateId = Annotated[int, Path(ge=1, le=MAX_ID, description="Candidate id.")]
+
+
+def require_job_write(
+    request: Request, job_id: JobId, db: DbDep, caller: WriteCaller
+) -> Caller | None:
+    """Who changes job `job_id`: its owner or an admin (403 otherwise, 404 for an unknown job).
+
+    None when auth is off: then anyone may.
+    """
+    if caller is not None and not caller.admin:
+        authorize_job_write(request, caller, job_id, jobs.get(db, job_id).owner)
+    return caller
+
+
+JobWriter = Annotated[Caller | None, Depends(require_job_write)]

@@ -233,3 +233,10 @@ class FieldErrors(BaseModel):
 
 NOT_FOUND = {404: {"model": Message, "description": "No such job or candidate."}}
 CONFLICT = {409: {"model": FieldErrors, "description": "Not possible in the job's state."}}
+FORBIDDEN = {
+    403: {
+        "model": Message,
+        "description": "An invalid token, or the job is another owner's: only its owner or an "
+        "admin may change it.",
+    }
+}

@@ -26,7 +26,7 @@ def normalize_url(url: str) -> str:
     return url
 
 
-def make_engine(url: str, durable: bool = True) -> Engine:
+def make_engine(url: str, durable: bool = True, busy_timeout_s: float = 30.0) -> Engine:
     """`durable=False` lets PostgreSQL acknowledge a commit before its WAL reaches disk
     (`synchronous_commit=off`): a server crash may lose the last fraction of a second of
     commits, never consistency. The runner uses it: every write it makes is replayed after
@@ -34,7 +34,7 @@ def make_engine(url: str, durable: bool = True) -> Engine:
     commit costs ~0.3 ms instead of a disk flush."""
     url = normalize_url(url)
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30})
+        engine = create_engine(url, connect_args={"timeout": busy_timeout_s})
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(connection, _record) -> None:
@@ -72,9 +72,10 @@ def upgrade(url: str, revision: str = "head") -> None:
 class Database:
     """An engine and its session factory; `transaction()` is the only way to write."""
 
-    def __init__(self, url: str, durable: bool = True):
+    def __init__(self, url: str, durable: bool = True, busy_timeout_s: float = 30.0):
+        """`busy_timeout_s`: how long SQLite waits for another writer's lock."""
         self.url = normalize_url(url)
-        self.engine = make_engine(self.url, durable)
+        self.engine = make_engine(self.url, durable, busy_timeout_s)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextmanager

@@ -170,6 +170,14 @@ class _Designer(ABC):
                 return Proposal(spec, key, birth, parent, mutation)
         raise SearchExhausted(f"every candidate drawn for birth {birth} was already proposed")
 
+    def retract(self, key: str) -> None:
+        """Take back the latest proposal when it could not be stored, so that births stay
+        those of the stored trials (a rebuilt designer must see the same history)."""
+        if not self._trials or self._trials[-1].key != key:
+            raise KeyError(f"only the latest proposal can be retracted, not {key!r}")
+        trial = self._trials.pop()
+        del self._births[trial.key]
+
     def tell(self, key: str, objectives: Objectives | None, feasible: bool = True) -> None:
         """Record a trial's outcome; None means it failed, diverged or was cancelled.
 

@@ -23,8 +23,22 @@ from datetime import timedelta
 from typing import Any
 
 import ray
-from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayError
+from ray.exceptions import (
+    ActorDiedError,
+    ActorUnavailableError,
+    RayActorError,
+    RayError,
+    RayTaskError,
+)
 from sqlalchemy import case, func, insert, or_, select, update
+from sqlalchemy.exc import DBAPIError, OperationalError
+from tenacity import (
+    Retrying,
+    before_sleep_log,
+    retry_if_exception,
+    stop_after_delay,
+    wait_exponential,
+)
 
 from nas_service.db import Database
 from nas_service.designer import (
@@ -55,6 +69,20 @@ log = logging.getLogger(__name__)
 
 CRASHES = (RayActorError, ActorDiedError, ActorUnavailableError)
 TRAINER_STATUS = {"ok": "completed"}  # the trainer's other statuses are candidate statuses
+MAX_FAILED_STEPS = 30  # in a row: then the process exits and `nas serve` starts a fresh one
+
+
+def transient(exc: BaseException) -> bool:
+    """Database errors that pass by themselves: a lost connection, a server restarting,
+    SQLite busy beyond its timeout."""
+    return isinstance(exc, OperationalError) or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated
+    )
+
+
+def _refused(exc: RayTaskError) -> bool:
+    """The worker refused the trial because it was still running another one."""
+    return "is already running a trial" in str(exc)
 
 
 @dataclass
@@ -73,6 +101,17 @@ class InFlight:
             Candidate.attempt == self.attempt,
             Candidate.status == "running",
         )
+
+
+@dataclass
+class Report:
+    """A finished trial waiting to be recorded: its payload, or the Ray error that ended it.
+    Kept in memory until recorded, so a database outage loses no result."""
+
+    state: JobState
+    flight: InFlight
+    payload: dict[str, Any] | None = None
+    error: Exception | None = None
 
 
 @dataclass
@@ -131,7 +170,10 @@ class Runner:
         self.jobs: dict[int, JobState] = {}
         self.pools: dict[Shape, SlotPool] = {}
         self.in_flight: dict[Any, InFlight] = {}
-        self.probing: dict[Any, Slot] = {}  # slots whose actor died, until it answers again
+        # Slots held until their actor answers that it is idle (it died, was unreachable or
+        # refused a trial), with when the probe began.
+        self.probing: dict[Any, tuple[Slot, float]] = {}
+        self.reports: list[Report] = []  # finished, not yet recorded
         self._next_slot = 0
         self._last_heartbeat = 0.0
         self._last_claim = 0.0
@@ -146,17 +188,49 @@ class Runner:
             )
 
     def run(self, stop: threading.Event, until_idle: bool = False) -> None:
-        """Loop until `stop` is set (or, with `until_idle`, until no job is queued or running)."""
+        """Loop until `stop` is set (or, with `until_idle`, until no job is queued or running).
+
+        Each step is an error boundary: transient database errors are retried with backoff
+        for `settings.db_retry_s`, anything else is logged and the loop goes on after a pause
+        (finished results stay in memory until recorded). After `MAX_FAILED_STEPS` failures
+        in a row the error is raised, so a supervisor (`nas serve`) starts a fresh process.
+        """
         self.start()
+        failures = 0
         try:
             while not stop.is_set():
-                busy = self.step()
-                if until_idle and not self.jobs and not self._unfinished():
-                    break
+                try:
+                    busy = self._step_with_retries()
+                    done = until_idle and not self.jobs and not self.reports
+                    if done and not self._unfinished():
+                        break
+                    failures = 0
+                except Exception:
+                    failures += 1
+                    if failures >= MAX_FAILED_STEPS:
+                        raise
+                    pause = min(30.0, self.settings.poll_s * 2**failures)
+                    log.exception(
+                        "runner step failed (%d in a row); again in %.1f s", failures, pause
+                    )
+                    stop.wait(pause)
+                    continue
                 if not busy:
                     stop.wait(self.settings.poll_s)
         finally:
             self.shutdown()
+
+    def _step_with_retries(self) -> bool:
+        for attempt in Retrying(
+            retry=retry_if_exception(transient),
+            wait=wait_exponential(multiplier=self.settings.poll_s, max=10.0),
+            stop=stop_after_delay(self.settings.db_retry_s),
+            before_sleep=before_sleep_log(log, logging.WARNING),
+            reraise=True,
+        ):
+            with attempt:
+                return self.step()
+        raise AssertionError("unreachable: Retrying re-raises")
 
     def shutdown(self) -> None:
         for pool in self.pools.values():
@@ -175,6 +249,7 @@ class Runner:
         self._check_probes()
         dispatched = self._dispatch()
         collected = self._collect()
+        self._record_reports()
         self._finish_jobs()
         return bool(dispatched or collected)
 
@@ -248,12 +323,21 @@ class Runner:
         with self.db.transaction() as session:
             job = session.get(Job, job_id)
             config = JobConfig.model_validate(job.config)
-            # Trials interrupted under a previous runner go back to the queue (same row).
+            # Trials interrupted under a previous runner go back to the queue (same row),
+            # unless that was their last attempt.
+            interrupted = (Candidate.job_id == job_id, Candidate.status == "running")
+            last = config.workers.max_attempts
             session.execute(
                 update(Candidate)
-                .where(Candidate.job_id == job_id, Candidate.status == "running")
-                .values(status="queued")
+                .where(*interrupted, Candidate.attempt >= last)
+                .values(
+                    status="failed",
+                    reason=f"interrupted during its last attempt (attempt {last} of {last}): "
+                    "the runner or its worker stopped",
+                    finished_at=utcnow(),
+                )
             )
+            session.execute(update(Candidate).where(*interrupted).values(status="queued"))
             rows = session.scalars(
                 select(Candidate).where(Candidate.job_id == job_id).order_by(Candidate.birth)
             ).all()
@@ -315,11 +399,13 @@ class Runner:
         return [specs[0], *(spec for spec in specs[1:] if space.contains(spec))]
 
     def _drop(self, job_id: int) -> None:
+        """Forget a job whose lease another runner took. Its trials are cancelled on their
+        workers; their slots stay busy until each trial's reference resolves (a slot freed
+        earlier would be sent a trial while its actor still trains) and their results are
+        then ignored: the new owner re-runs them."""
         self.jobs.pop(job_id, None)
-        for ref, flight in list(self.in_flight.items()):
-            if flight.job_id == job_id:
-                flight.slot.busy = False
-                del self.in_flight[ref]
+        self._cancel_in_flight(job_id)
+        self.reports = [r for r in self.reports if r.state.id != job_id]
 
     # --- dispatch -----------------------------------------------------------------------
 
@@ -332,7 +418,11 @@ class Runner:
                 slot = pool.acquire()
                 if slot is None:
                     break
-                started = self._start_next(state, slot)
+                try:
+                    started = self._start_next(state, slot)
+                except BaseException:
+                    slot.busy = False
+                    raise
                 if started is None:
                     slot.busy = False
                     break
@@ -376,7 +466,7 @@ class Runner:
         device kind reuses that result (copied into its own row) instead of training again.
         """
         if state.retry:
-            candidate_id = state.retry.popleft()
+            candidate_id = state.retry[0]
             with self.db.transaction() as session:
                 attempt, spec = session.execute(
                     update(Candidate)
@@ -390,6 +480,7 @@ class Runner:
                     .returning(Candidate.attempt, Candidate.spec)
                 ).one()
                 session.execute(_started(state.id, candidate_id, attempt))
+            state.retry.popleft()  # only once the row says it runs
             return candidate_id, attempt, spec
         while state.created < state.config.limits.max_trials:
             try:
@@ -397,11 +488,15 @@ class Runner:
             except SearchExhausted:
                 state.exhausted = True
                 return None
-            source = self._reusable(state, proposal)
-            if source is None:
-                candidate_id = self._write_candidate(state, proposal, slot=slot)
-                return candidate_id, 1, proposal.spec.model_dump(mode="json")
-            self._write_candidate(state, proposal, reuse=source)
+            try:
+                source = self._reusable(state, proposal)
+                if source is None:
+                    candidate_id = self._write_candidate(state, proposal, slot=slot)
+                    return candidate_id, 1, proposal.spec.model_dump(mode="json")
+                self._write_candidate(state, proposal, reuse=source)
+            except BaseException:
+                state.designer.retract(proposal.key)  # births stay those of the rows
+                raise
         return None
 
     def _find_siblings(self, state: JobState) -> None:
@@ -525,6 +620,7 @@ class Runner:
             "spec": spec,
             "budget": state.config.trial.budget(),
             "data": state.config.dataset,
+            "data_checksum": state.data_checksum,
             "seed": state.config.seed,
             "config": self._trainer_config(state, candidate_id),
             "reference": state.reference,
@@ -565,63 +661,129 @@ class Runner:
         ready, _ = ray.wait(refs, num_returns=1, timeout=self.settings.poll_s)
         if ready:  # and whatever else has finished meanwhile
             ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
-        reports = []
         for ref in ready:
             flight = self.in_flight.pop(ref)
             flight.slot.busy = False
             state = self.jobs.get(flight.job_id)
-            if state is None:
-                continue
-            state.in_flight -= 1
+            if state is not None:
+                state.in_flight -= 1
             try:
                 payload = ray.get(ref)
-            except CRASHES as exc:
-                self._crashed(state, flight, exc)
+            except ActorUnavailableError as exc:
+                # Maybe only unreachable: its trial may still run. Stop it, and hold the
+                # slot until the actor says it is idle, so a retry never lands on it busy.
+                flight.slot.actor.cancel.remote(flight.candidate_id, flight.attempt)
                 self._probe(flight.slot)
-                continue
-            except RayError as exc:
-                payload = {"result": {"status": "failed", "reason": f"ray: {exc}"[:1000]}}
-            reports.append((state, flight, payload))
-        if reports:
-            self._record(reports)
+                payload, error = None, exc
+            except CRASHES as exc:
+                self._probe(flight.slot)
+                payload, error = None, exc
+            except RayTaskError as exc:
+                if _refused(exc):  # the slot was busy: a retry, not a failure
+                    self._probe(flight.slot)
+                payload, error = None, exc
+            else:
+                error = None
+            if state is not None:
+                self.reports.append(Report(state, flight, payload, error))
         return len(ready)
 
-    def _probe(self, slot: Slot) -> None:
-        """Hold a slot whose actor died until Ray has restarted it (a retry sent to a
-        restarting actor would fail again and use up an attempt)."""
+    def _record_reports(self) -> None:
+        """Record what finished; a report leaves memory only once its rows are written."""
+        while self.reports:
+            report = self.reports[0]
+            if report.state.id not in self.jobs:
+                self.reports.pop(0)
+            elif report.error is None:
+                batch = [r for r in self.reports if r.error is None]
+                self._record([(r.state, r.flight, r.payload) for r in batch])
+                self.reports = [r for r in self.reports if r.error is not None]
+            elif isinstance(report.error, RayTaskError) and _refused(report.error):
+                self._requeue(report.state, report.flight, refused=True)
+                self.reports.pop(0)
+            elif isinstance(report.error, CRASHES):
+                self._crashed(report.state, report.flight, report.error)
+                self.reports.pop(0)
+            else:
+                reason = f"ray: {report.error}"[:1000]
+                payload = {"result": {"status": "failed", "reason": reason}}
+                self._record([(report.state, report.flight, payload)])
+                self.reports.pop(0)
+
+    def _probe(self, slot: Slot, since: float | None = None) -> None:
+        """Hold a slot until its actor answers that it is idle: after a crash, until Ray has
+        restarted it (a retry sent to a restarting actor would fail again and use up an
+        attempt); after it was unreachable or refused a trial, until its trial has ended."""
         slot.busy = True
-        self.probing[slot.actor.info.remote()] = slot
+        self.probing[slot.actor.info.remote()] = (
+            slot,
+            time.monotonic() if since is None else since,
+        )
 
     def _check_probes(self) -> None:
         if not self.probing:
             return
-        ready, _ = ray.wait(list(self.probing), num_returns=len(self.probing), timeout=0)
+        ready, waiting = ray.wait(list(self.probing), num_returns=len(self.probing), timeout=0)
         for ref in ready:
-            slot = self.probing.pop(ref)
+            slot, since = self.probing.pop(ref)
             try:
-                ray.get(ref)
-                slot.busy = False
+                idle = not ray.get(ref).get("busy", False)
             except RayError:
-                self._probe(slot)
+                idle = False
+            if idle:
+                slot.busy = False
+            else:
+                self._probe(slot, since)
+        now = time.monotonic()
+        for ref in waiting:  # no answer for too long (its node died?): a fresh actor
+            slot, since = self.probing[ref]
+            if now - since > self.settings.probe_timeout_s:
+                del self.probing[ref]
+                self._replace(slot)
+
+    def _replace(self, slot: Slot) -> None:
+        """Give a slot whose actor stopped answering a new actor (Ray places it wherever
+        the resources are) and free it; the old one is killed for good."""
+        pool = next((p for p in self.pools.values() if slot in p.slots), None)
+        if pool is None:
+            return
+        log.warning("worker slot %s did not answer for %.0f s: replacing its actor",
+                    slot.index, self.settings.probe_timeout_s)  # fmt: skip
+        pool.replace(slot)
+        slot.busy = False
+
+    def _requeue(self, state: JobState, flight: InFlight, refused: bool = False) -> bool:
+        """Back to the queue (same row). A trial the worker refused never ran: its attempt
+        is given back."""
+        reason = "the worker was still busy" if refused else "the worker died"
+        values: dict[str, Any] = {
+            "status": "queued",
+            "reason": f"{reason} (attempt {flight.attempt})",
+        }
+        if refused:
+            values["attempt"] = Candidate.attempt - 1
+        with self.db.transaction() as session:
+            requeued = session.execute(
+                update(Candidate).where(*flight.current()).values(**values)
+            ).rowcount
+            if requeued:
+                session.add(
+                    JobEvent(
+                        job_id=state.id,
+                        kind="trial",
+                        message="retry",
+                        data={"candidate_id": flight.candidate_id, "attempt": flight.attempt},
+                    )
+                )
+        if requeued and state.status != "cancelled":
+            state.retry.append(flight.candidate_id)
+        return bool(requeued)
 
     def _crashed(self, state: JobState, flight: InFlight, exc: Exception) -> None:
         """The worker died mid-trial: retry as a new attempt, or give up after max_attempts."""
         reason = f"worker died during attempt {flight.attempt}: {type(exc).__name__}"
         if state.status != "cancelled" and flight.attempt < state.config.workers.max_attempts:
-            with self.db.transaction() as session:
-                requeued = session.execute(
-                    update(Candidate)
-                    .where(*flight.current())
-                    .values(status="queued", reason=reason)
-                ).rowcount
-            if requeued:
-                state.retry.append(flight.candidate_id)
-                self._event(
-                    state.id,
-                    "trial",
-                    "retry",
-                    {"candidate_id": flight.candidate_id, "attempt": flight.attempt},
-                )
+            self._requeue(state, flight)
             return
         status = "cancelled" if state.status == "cancelled" else "failed"
         result = {
@@ -711,7 +873,7 @@ class Runner:
         for state in list(self.jobs.values()):
             if state.status == "running" and self._time_is_up(state) and state.in_flight:
                 self._cancel_in_flight(state.id)
-            if state.in_flight:
+            if state.in_flight or any(r.state is state for r in self.reports):
                 continue
             ending = self._ending(state)
             if ending is None:
@@ -769,7 +931,7 @@ class Runner:
             if shape not in wanted and not busy:
                 pool = self.pools.pop(shape)
                 self.probing = {
-                    ref: slot for ref, slot in self.probing.items() if slot not in pool.slots
+                    ref: probe for ref, probe in self.probing.items() if probe[0] not in pool.slots
                 }
                 pool.shutdown()
 

@@ -7,12 +7,14 @@ resources are and restarts it if it dies.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import ray
 
+from nas_service.settings import get_settings
 from workers.actor import worker_actor
 
 Shape = tuple[float, float, tuple[tuple[str, float], ...]]  # cpus, gpus, custom resources
@@ -36,21 +38,31 @@ class SlotPool:
     # Starts one actor; `worker_actor` trains, a benchmark may pass a no-op evaluator.
     factory: Callable[..., Any] = worker_actor
     slots: list[Slot] = field(default_factory=list)
+    # Compiled programs each actor keeps (an LRU); NAS_PROGRAM_CACHE_SIZE by default.
+    program_cache_size: int = field(default_factory=lambda: get_settings().program_cache_size)
 
     def grow(self, size: int, next_index: int) -> int:
         """Start actors until the pool has `size`; returns the next free global slot index."""
-        cpus, gpus, resources = self.shape
         while len(self.slots) < size:
-            actor = self.factory(
-                slot=next_index,
-                cpus_per_slot=cpus,
-                gpus_per_slot=gpus,
-                resources=dict(resources),
-                cache_dir=self.cache_dir,
-            )
-            self.slots.append(Slot(next_index, actor))
+            self.slots.append(Slot(next_index, self._start(next_index)))
             next_index += 1
         return next_index
+
+    def replace(self, slot: Slot) -> None:
+        """A new actor for `slot` (same index); the old one is killed for good."""
+        with contextlib.suppress(ValueError):  # already gone
+            ray.kill(slot.actor, no_restart=True)
+        slot.actor = self._start(slot.index)
+
+    def _start(self, index: int) -> Any:
+        cpus, gpus, resources = self.shape
+        return self.factory(
+            slot=index,
+            cpus_per_slot=cpus,
+            gpus_per_slot=gpus,
+            resources=dict(resources),
+            cache_dir=self.cache_dir,
+        )
 
     def acquire(self) -> Slot | None:
         for slot in self.slots:

@@ -1,7 +1,9 @@
-"""Bearer-token auth, stream tokens and the exposure warning, on a tiny app of their own."""
+"""Bearer-token auth, stream tokens and the exposure warning, on a tiny app of their own; job
+ownership (only the owner or an admin changes a job) on the real app over SQLite."""
 
 import logging
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 
 import pytest
 from fastapi import FastAPI
@@ -17,8 +19,10 @@ from api.auth import (
     warn_if_exposed,
 )
 
-ALICE, BOB = "alice-s3cret-token", "bob-0ther-token"
+ALICE, BOB, ROOT = "alice-s3cret-token", "bob-0ther-token", "root-adm1n-token"
 TOKENS = f"alice:{ALICE}, bob:{BOB}"
+WITH_ADMIN = f"{TOKENS}, root:{ROOT}:admin"
+API = "/api/v1"
 WRONG = "wrong-but-plausible-token"
 
 Configure = Callable[..., TestClient]
@@ -98,7 +102,18 @@ def test_token_file(configure, tmp_path):
 
 @pytest.mark.parametrize(
     "value",
-    [ALICE, "alice:", f":{ALICE}", f"alice:{ALICE},bob:{ALICE}", ",", f"alice:{ALICE},{BOB}"],
+    [
+        ALICE,
+        "alice:",
+        f":{ALICE}",
+        f"alice:{ALICE},bob:{ALICE}",
+        ",",
+        f"alice:{ALICE},{BOB}",
+        f"alice:{ALICE}:root",
+        f"alice:{ALICE}:",
+        f"alice:{ALICE}:Admin",
+        f"alice:{ALICE},bob:{BOB}:admin:yes",
+    ],
 )
 def test_bad_tokens_raise_naming_the_variable(configure, value):
     configure(api_tokens=value)
@@ -187,3 +202,167 @@ def test_no_warning_on_loopback(configure, host):
 def test_no_warning_with_auth(configure):
     configure(api_tokens=TOKENS)
     assert warn_if_exposed("0.0.0.0") is None
+
+
+def test_a_third_field_other_than_admin_is_refused(configure, tmp_path):
+    configure(api_tokens=f"alice:{ALICE}, bob:{BOB}:superuser")
+    with pytest.raises(ValueError, match=r"NAS_API_TOKENS: entry 2 .*not 'admin'") as error:
+        get_auth_settings()
+    assert BOB not in str(error.value) and "superuser" not in str(error.value)
+    path = tmp_path / "tokens"
+    path.write_text(f"root:{ROOT}:admin\nbob:{BOB}:root\n")
+    configure(api_tokens=str(path))
+    with pytest.raises(ValueError, match=r"NAS_API_TOKENS: .* line 2 .*not 'admin'"):
+        get_auth_settings()
+
+
+def test_admin_entries_parse(configure):
+    configure(api_tokens=f"alice:{ALICE}, root : {ROOT} : admin")
+    tokens = get_auth_settings().tokens
+    assert [(t.owner, t.token, t.admin) for t in tokens] == [
+        ("alice", ALICE, False),
+        ("root", ROOT, True),
+    ]
+
+
+# Job ownership, on the real app.
+
+Service = Callable[..., TestClient]
+
+
+@pytest.fixture
+def service(configure, monkeypatch, sqlite_db) -> Iterator[Service]:
+    """Configure auth from scratch (as `configure` does) and return a client of the real app
+    over one SQLite database, which outlives reconfiguration (jobs survive auth going on/off)."""
+    from api.app import create_app
+    from api.deps import get_db
+
+    with ExitStack() as stack:
+
+        def apply(**env: str) -> TestClient:
+            monkeypatch.delenv("NAS_API_TOKENS", raising=False)
+            monkeypatch.delenv("NAS_AUTH_READS", raising=False)
+            configure(**env)
+            app = create_app()
+            app.dependency_overrides[get_db] = lambda: sqlite_db
+            return stack.enter_context(TestClient(app))
+
+        yield apply
+
+
+def submit(client: TestClient, shakespeare: str, token: str | None = None) -> int:
+    headers = bearer(token) if token else {}
+    response = client.post(
+        f"{API}/jobs", json={"name": "own", "dataset": shakespeare}, headers=headers
+    )
+    assert response.status_code == 201, response.text
+    return response.json()["id"]
+
+
+def status_of(client: TestClient, job_id: int) -> str | None:
+    """The job's status, or None once deleted (reads are open in these tests)."""
+    response = client.get(f"{API}/jobs/{job_id}")
+    return None if response.status_code == 404 else response.json()["status"]
+
+
+def change(client: TestClient, job_id: int, verb: str, token: str | None = None):
+    headers = bearer(token) if token else {}
+    url = f"{API}/jobs/{job_id}"
+    if verb == "delete":
+        return client.delete(url, headers=headers)
+    return client.post(f"{url}/{verb}", headers=headers)
+
+
+def test_owner_changes_their_own_job(service, shakespeare):
+    client = service(api_tokens=TOKENS)
+    job = submit(client, shakespeare, ALICE)
+    assert client.get(f"{API}/jobs/{job}").json()["owner"] == "alice"
+    assert change(client, job, "pause", ALICE).json()["status"] == "paused"
+    assert change(client, job, "resume", ALICE).json()["status"] == "running"
+    assert change(client, job, "cancel", ALICE).json()["status"] == "cancelled"
+    assert change(client, job, "delete", ALICE).status_code == 204
+    assert status_of(client, job) is None
+
+
+def test_another_owner_gets_403_and_the_job_is_unchanged(service, shakespeare, caplog):
+    caplog.set_level(logging.DEBUG)
+    client = service(api_tokens=TOKENS)
+    job = submit(client, shakespeare, ALICE)
+    for verb in ("pause", "cancel", "delete"):
+        response = change(client, job, verb, BOB)
+        assert response.status_code == 403, (verb, response.text)
+        assert response.json()["detail"] == (
+            f"job {job} belongs to alice; only its owner or an admin may change it"
+        )
+        assert status_of(client, job) == "queued"
+    assert change(client, job, "pause", ALICE).status_code == 200
+    assert change(client, job, "resume", BOB).status_code == 403
+    assert status_of(client, job) == "paused"
+    # Before the owner check: no token is 401, an unknown job 404, an unknown token 403.
+    assert change(client, job, "cancel").status_code == 401
+    assert change(client, 999, "cancel", BOB).status_code == 404
+    assert change(client, job, "cancel", WRONG).json()["detail"] == "Invalid token"
+    assert status_of(client, job) == "paused"
+    assert f"job {job} belongs to alice" in caplog.text
+    assert all(secret not in caplog.text for secret in (ALICE, BOB, WRONG))
+
+
+def test_reads_of_anothers_job_stay_as_configured(service, shakespeare):
+    client = service(api_tokens=TOKENS, auth_reads="true")
+    job = submit(client, shakespeare, ALICE)
+    assert client.get(f"{API}/jobs/{job}", headers=bearer(BOB)).json()["owner"] == "alice"
+    assert client.get(f"{API}/jobs/{job}").status_code == 401
+
+
+def test_admin_changes_anyones_job(service, shakespeare):
+    client = service(api_tokens=WITH_ADMIN)
+    job = submit(client, shakespeare, ALICE)
+    assert change(client, job, "pause", ROOT).json()["status"] == "paused"
+    assert change(client, job, "resume", ROOT).json()["status"] == "running"
+    assert change(client, job, "cancel", ROOT).json()["status"] == "cancelled"
+    assert change(client, job, "delete", ROOT).status_code == 204
+    assert status_of(client, job) is None
+    assert change(client, 999, "cancel", ROOT).status_code == 404
+
+
+def test_admin_token_from_a_file(service, shakespeare, tmp_path):
+    path = tmp_path / "tokens"
+    path.write_text(f"# admins get a third field\nalice:{ALICE}\nroot : {ROOT} : admin\n")
+    client = service(api_tokens=str(path))
+    job = submit(client, shakespeare, ALICE)
+    assert change(client, job, "cancel", ROOT).json()["status"] == "cancelled"
+    own = submit(client, shakespeare, ROOT)
+    assert client.get(f"{API}/jobs/{own}").json()["owner"] == "root"
+    assert change(client, own, "pause", ALICE).status_code == 403
+
+
+def test_a_job_without_owner_is_an_admins_once_auth_is_on(service, shakespeare):
+    job = submit(service(), shakespeare)  # auth off: no owner
+    client = service(api_tokens=WITH_ADMIN)
+    assert client.get(f"{API}/jobs/{job}").json()["owner"] is None
+    response = change(client, job, "pause", ALICE)
+    assert response.status_code == 403
+    assert response.json()["detail"] == f"job {job} has no owner; only an admin may change it"
+    assert status_of(client, job) == "queued"
+    assert change(client, job, "cancel", ROOT).json()["status"] == "cancelled"
+
+
+def test_auth_off_lets_anyone_change_any_job(service, shakespeare):
+    owned = submit(service(api_tokens=TOKENS), shakespeare, ALICE)
+    client = service()
+    anonymous = submit(client, shakespeare)
+    for job in (owned, anonymous):
+        assert change(client, job, "pause").json()["status"] == "paused"
+        assert change(client, job, "resume", WRONG).json()["status"] == "running"
+        assert change(client, job, "cancel").json()["status"] == "cancelled"
+        assert change(client, job, "delete").status_code == 204
+        assert status_of(client, job) is None
+
+
+def test_job_writes_declare_403(service):
+    paths = service().app.openapi()["paths"]
+    writes = [
+        paths[f"{API}/jobs/{{job_id}}/{verb}"]["post"] for verb in ("pause", "resume", "cancel")
+    ]
+    for operation in [*writes, paths[f"{API}/jobs/{{job_id}}"]["delete"]]:
+        assert "403" in operation["responses"]

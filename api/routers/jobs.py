@@ -1,4 +1,7 @@
-"""/jobs: submit, list, inspect, pause, resume, cancel and delete search jobs."""
+"""/jobs: submit, list, inspect, pause, resume, cancel and delete search jobs.
+
+Anyone who may write submits; only a job's owner or an admin changes it (`JobWriter`).
+"""
 
 from __future__ import annotations
 
@@ -7,8 +10,17 @@ from datetime import UTC, datetime
 from fastapi import APIRouter, Response, status
 
 from api.auth import ReadOwner, WriteOwner
-from api.deps import DbDep, JobId
-from api.schemas import CONFLICT, NOT_FOUND, JobCreate, JobPublic, JobsPublic, Message, Progress
+from api.deps import DbDep, JobId, JobWriter
+from api.schemas import (
+    CONFLICT,
+    FORBIDDEN,
+    NOT_FOUND,
+    JobCreate,
+    JobPublic,
+    JobsPublic,
+    Message,
+    Progress,
+)
 from nas_service import jobs, queries
 from nas_service.db import Database
 from nas_service.models import Job
@@ -54,22 +66,22 @@ def get_job(job_id: JobId, db: DbDep, _: ReadOwner) -> JobPublic:
     return public(db, jobs.get(db, job_id))
 
 
-@router.post("/{job_id}/pause", response_model=JobPublic)
-def pause_job(job_id: JobId, db: DbDep, _: WriteOwner) -> JobPublic:
+@router.post("/{job_id}/pause", response_model=JobPublic, responses=FORBIDDEN)
+def pause_job(job_id: JobId, db: DbDep, _: JobWriter) -> JobPublic:
     return public(db, jobs.transition(db, job_id, "pause"))
 
 
-@router.post("/{job_id}/resume", response_model=JobPublic)
-def resume_job(job_id: JobId, db: DbDep, _: WriteOwner) -> JobPublic:
+@router.post("/{job_id}/resume", response_model=JobPublic, responses=FORBIDDEN)
+def resume_job(job_id: JobId, db: DbDep, _: JobWriter) -> JobPublic:
     return public(db, jobs.transition(db, job_id, "resume"))
 
 
-@router.post("/{job_id}/cancel", response_model=JobPublic)
-def cancel_job(job_id: JobId, db: DbDep, _: WriteOwner) -> JobPublic:
+@router.post("/{job_id}/cancel", response_model=JobPublic, responses=FORBIDDEN)
+def cancel_job(job_id: JobId, db: DbDep, _: JobWriter) -> JobPublic:
     return public(db, jobs.transition(db, job_id, "cancel"))
 
 
-@router.delete("/{job_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_job(job_id: JobId, db: DbDep, _: WriteOwner) -> Response:
+@router.delete("/{job_id}", status_code=status.HTTP_204_NO_CONTENT, responses=FORBIDDEN)
+def delete_job(job_id: JobId, db: DbDep, _: JobWriter) -> Response:
     queries.delete_job(db, job_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -36,9 +36,12 @@ async function request(method, path, params) {
   const response = await fetch(url, { method, headers });
   if (!response.ok) {
     const body = await response.json().catch(() => null);
-    const hint =
-      response.status === 401 || response.status === 403 ? " (set an API token, top right)" : "";
-    throw new ApiError(response.status, detail(body, response.statusText) + hint);
+    const message = detail(body, response.statusText);
+    // A 403 about the token wants another token; one about the job (another owner's) says why.
+    const tokenProblem =
+      response.status === 401 || (response.status === 403 && /token/i.test(message));
+    const hint = tokenProblem ? " (set an API token, top right)" : "";
+    throw new ApiError(response.status, message + hint);
   }
   return response;
 }
