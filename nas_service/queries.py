@@ -23,6 +23,7 @@ from nas_service.models import (
     Candidate,
     Job,
     JobEvent,
+    utcnow,
 )
 from nas_service.pareto import hypervolume_2d, pareto_front
 
@@ -271,14 +272,35 @@ def candidate(
 
 
 def delete_job(db: Database, job_id: int) -> None:
-    """Remove a job and all its rows; refused while it runs."""
+    """Remove a job and all its rows; refused while it is running or paused, or while a
+    runner's lease on it is live (a cancelled job is finished by its runner). A job whose
+    runner's lease has expired may go once its status is final. A compare-and-set DELETE,
+    so a runner claiming the job at the same moment either wins (409) or finds nothing."""
+    now = utcnow()
     with db.transaction() as session:
+        deleted = session.execute(
+            delete(Job).where(
+                Job.id == job_id,
+                Job.status.not_in(("running", "paused")),
+                or_(
+                    Job.runner_id.is_(None),
+                    Job.lease_expires_at.is_(None),
+                    Job.lease_expires_at < now,
+                ),
+            )
+        ).rowcount
+        if deleted:
+            return
         job = session.get(Job, job_id)
         if job is None:
             raise JobNotFound(f"job {job_id} not found")
-        if job.status in ("running", "paused") or job.runner_id is not None:
+        if job.status in ("running", "paused"):
             raise JobConflict("status", f"job {job_id} is {job.status}: cancel it first")
-        session.execute(delete(Job).where(Job.id == job_id))
+        raise JobConflict(
+            "status",
+            f"job {job_id} is {job.status} and runner {job.runner_id} still holds it: "
+            "retry once it has finished",
+        )
 
 
 @dataclass(frozen=True)
@@ -399,23 +421,51 @@ def export_inputs(db: Database, candidate_id: int) -> tuple[dict, dict, list[dic
     return row_data, job_data, lineage
 
 
+JOB_FINAL = ("completed", "failed", "cancelled")
+
+
 def events_after(
     db: Database, job_id: int, after: int, page: int = 500
-) -> tuple[str | None, list[JobEvent]]:
-    """The job's status (None once deleted), then up to page of its events with id > `after`.
+) -> tuple[str | None, bool, list[JobEvent]]:
+    """The job's status (None once deleted), whether it is still finishing, then up to page
+    of its events with id > `after`.
 
-    The status is read first, so the events read after it include every event committed
-    with (or before) a final status.
+    Finishing: the status is final (e.g. the API wrote `cancelled`) but a runner holds a
+    live lease on the job and has not yet written the job's final event (a `job` event
+    whose message is a final status; it stops the job's trials first, with their events).
+    The status is read first and the final event looked for before the page is read, so the
+    page includes every event committed with (or before) a final status, and the final
+    event whenever it was found.
     """
     with db.sessions() as session:
-        status = session.scalar(select(Job.status).where(Job.id == job_id))
+        row = session.execute(
+            select(Job.status, Job.runner_id, Job.lease_expires_at).where(Job.id == job_id)
+        ).first()
+        status = row.status if row else None
+        finishing = (
+            row is not None
+            and row.status in JOB_FINAL
+            and row.runner_id is not None
+            and row.lease_expires_at is not None
+            and row.lease_expires_at >= utcnow()
+            and session.scalar(
+                select(JobEvent.id)
+                .where(
+                    JobEvent.job_id == job_id,
+                    JobEvent.kind == "job",
+                    JobEvent.message.in_(JOB_FINAL),
+                )
+                .limit(1)
+            )
+            is None
+        )
         query = (
             select(JobEvent)
             .where(JobEvent.job_id == job_id, JobEvent.id > after)
             .order_by(JobEvent.id)
             .limit(page)
         )
-        return status, list(session.scalars(query))
+        return status, finishing, list(session.scalars(query))
 
 
 def last_event_id(db: Database, job_id: int) -> int:

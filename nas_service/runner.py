@@ -30,7 +30,7 @@ from ray.exceptions import (
     RayError,
     RayTaskError,
 )
-from sqlalchemy import case, func, insert, or_, select, update
+from sqlalchemy import and_, case, func, insert, or_, select, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 from tenacity import (
     Retrying,
@@ -256,8 +256,13 @@ class Runner:
     # --- leases ---------------------------------------------------------------------------
 
     def _claimable_clause(self, now: Any) -> Any:
+        """Active jobs whose lease is free or ours, and cancelled ones whose runner stopped
+        before it finished them (their trials are still marked running)."""
+        unfinished_cancel = and_(
+            Job.status == "cancelled", Job.runner_id.is_not(None), Job.finished_at.is_(None)
+        )
         return (
-            Job.status.in_(("queued", "running", "paused")),
+            or_(Job.status.in_(("queued", "running", "paused")), unfinished_cancel),
             or_(Job.runner_id.is_(None), Job.runner_id == self.id, Job.lease_expires_at < now),
         )
 
@@ -880,14 +885,7 @@ class Runner:
                 continue
             status, error = ending
             with self.db.transaction() as session:
-                session.execute(
-                    update(Candidate)
-                    .where(Candidate.job_id == state.id, Candidate.status == "queued")
-                    .values(
-                        status="cancelled", reason="job ended before it ran", finished_at=utcnow()
-                    )
-                )
-                session.execute(
+                final = session.scalar(  # only while the job is still ours
                     update(Job)
                     .where(Job.id == state.id, Job.runner_id == self.id)
                     .values(
@@ -897,10 +895,21 @@ class Runner:
                         runner_id=None,
                         lease_expires_at=None,
                     )
+                    .returning(Job.status)
                 )
-                session.add(
-                    JobEvent(job_id=state.id, kind="job", message=status, data={"status": status})
-                )
+                if final is not None:
+                    session.execute(
+                        update(Candidate)
+                        .where(Candidate.job_id == state.id, Candidate.status == "queued")
+                        .values(
+                            status="cancelled",
+                            reason="job ended before it ran",
+                            finished_at=utcnow(),
+                        )
+                    )
+                    session.add(
+                        JobEvent(job_id=state.id, kind="job", message=final, data={"status": final})
+                    )
             self.jobs.pop(state.id)
         self._release_idle_pools()
 

@@ -3,6 +3,8 @@
 import json
 import re
 import threading
+import time
+from datetime import timedelta
 
 import pytest
 from fastapi import FastAPI
@@ -13,7 +15,9 @@ from sqlalchemy import update
 from api.app import create_app
 from api.deps import get_db
 from api.routers import events
-from nas_service.models import Candidate, Job, JobEvent
+from nas_service import jobs
+from nas_service.models import Candidate, Job, JobEvent, utcnow
+from nas_service.settings import Settings, get_settings
 
 API = "/api/v1"
 
@@ -149,6 +153,103 @@ def test_stream_follows_a_running_job_until_it_finishes(client, database, job_id
         timer.join()
     assert [m["data"]["message"] for m in messages] == ["submitted", "completed", "cancelled"]
     assert messages[1]["data"]["candidate_id"] == 3
+
+
+def hold(database, job_id: int, lease_s: float = 60.0) -> int:
+    """A live runner r1 holds the job with one trial running; the trial's id."""
+    with database.transaction() as session:
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id)
+            .values(
+                status="running",
+                runner_id="r1",
+                lease_expires_at=utcnow() + timedelta(seconds=lease_s),
+            )
+        )
+        trial = Candidate(job_id=job_id, spec={}, spec_hash="h", birth=0, status="running")
+        session.add(trial)
+        session.flush()
+        return trial.id
+
+
+def test_stream_outlives_a_cancel_until_the_runner_finishes(client, database, job_id, monkeypatch):
+    """The API writes `cancelled` at once; the runner holding the job cancels its trial and
+    writes the job's final event a moment later: a watching client receives both."""
+    monkeypatch.setattr(events, "POLL_INTERVAL_S", 0.02)
+    trial_id = hold(database, job_id)
+
+    def api_then_runner() -> None:
+        jobs.transition(database, job_id, "cancel")
+        time.sleep(0.4)  # the runner notices and cancels its trial
+        with database.transaction() as session:
+            session.execute(
+                update(Candidate).where(Candidate.id == trial_id).values(status="cancelled")
+            )
+            session.add(
+                JobEvent(
+                    job_id=job_id,
+                    kind="trial",
+                    message="cancelled",
+                    data={"candidate_id": trial_id},
+                )
+            )
+        time.sleep(0.3)  # then finishes the job, as `_finish_jobs`
+        with database.transaction() as session:
+            session.execute(
+                update(Job)
+                .where(Job.id == job_id)
+                .values(runner_id=None, lease_expires_at=None, finished_at=utcnow())
+            )
+            session.add(
+                JobEvent(
+                    job_id=job_id, kind="job", message="cancelled", data={"status": "cancelled"}
+                )
+            )
+
+    timer = threading.Timer(0.2, api_then_runner)
+    timer.start()
+    try:
+        messages = read_stream(client, job_id)
+    finally:
+        timer.join()
+    assert [(m["event"], m["data"]["message"]) for m in messages] == [
+        ("job", "submitted"),
+        ("job", "cancel"),
+        ("trial", "cancelled"),
+        ("job", "cancelled"),
+    ]
+    assert messages[2]["data"]["candidate_id"] == trial_id
+    assert messages[2]["data"]["job_status"] == "cancelled"
+    # Resuming after the final event ends at once.
+    assert read_stream(client, job_id, params={"since": messages[-1]["id"]}) == []
+
+
+def test_stream_of_a_cancelled_job_ends_when_its_runner_never_finishes(
+    app, client, database, job_id, monkeypatch
+):
+    """Bounded: the lease duration plus a margin after the final status, or the lease's
+    end, whichever comes first."""
+    monkeypatch.setattr(events, "POLL_INTERVAL_S", 0.02)
+    monkeypatch.setattr(events, "FINAL_EVENT_MARGIN_S", 0.2)
+    app.dependency_overrides[get_settings] = lambda: Settings(lease_s=0.3)
+    hold(database, job_id, lease_s=60)
+    jobs.transition(database, job_id, "cancel")
+    start = time.monotonic()
+    messages = read_stream(client, job_id)
+    assert 0.4 < time.monotonic() - start < 10
+    assert [m["data"]["message"] for m in messages] == ["submitted", "cancel"]
+    # A runner whose lease has lapsed will write nothing more: no wait at all.
+    monkeypatch.setattr(events, "FINAL_EVENT_MARGIN_S", 60)
+    with database.transaction() as session:
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id)
+            .values(lease_expires_at=utcnow() - timedelta(seconds=1))
+        )
+    start = time.monotonic()
+    assert len(read_stream(client, job_id)) == 2
+    assert time.monotonic() - start < 5
 
 
 def test_unknown_job_is_404_and_bad_resume_points_422(client, job_id):

@@ -15,7 +15,7 @@ from sqlalchemy import update
 from test_runner import rows, small_job, wait_for
 
 from api.cli.local_server import start_server, stop_server
-from nas_service import jobs
+from nas_service import jobs, queries
 from nas_service.db import Database
 from nas_service.designer import ArchSearchSpace, EvolutionConfig, RegularizedEvolution
 from nas_service.models import Candidate, Job, utcnow
@@ -172,3 +172,36 @@ def test_nas_serve_restarts_a_killed_runner(tmp_path, ray_local):
     finally:
         stop_server(process)
     assert "the runner stopped (signal SIGKILL); restarting" in log.read_text()
+
+
+def test_a_job_cancelled_under_a_runner_that_then_died_is_finished_by_the_next(
+    sqlite_db, shakespeare
+):
+    job = jobs.submit(sqlite_db, small_job(shakespeare))
+    space = small_job(shakespeare).search_space.space()
+    spec = baseline("glam", space)
+    with sqlite_db.transaction() as session:
+        session.add(
+            Candidate(
+                job_id=job.id,
+                spec=spec.model_dump(mode="json"),
+                spec_hash=ArchSearchSpace(space).key(spec),
+                birth=0,
+                is_baseline=True,
+                status="running",
+                attempt=1,
+            )
+        )
+        session.execute(  # cancelled by the API while "gone" held it; then "gone" died
+            update(Job)
+            .where(Job.id == job.id)
+            .values(status="cancelled", runner_id="gone", lease_expires_at=utcnow())
+        )
+    runner = Runner(Settings(runner_id="next"), sqlite_db)
+    runner._claim()
+    runner._finish_jobs()
+    finished = jobs.get(sqlite_db, job.id)
+    assert finished.status == "cancelled" and finished.finished_at and finished.runner_id is None
+    assert [c.status for c in rows(sqlite_db, job.id)] == ["cancelled"]
+    _, _, events = queries.events_after(sqlite_db, job.id, 0)
+    assert [(e.kind, e.message) for e in events][-1] == ("job", "cancelled")

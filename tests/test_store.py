@@ -165,7 +165,9 @@ def test_transitions_are_compare_and_set(database, shakespeare):
         jobs.transition(database, 999, "cancel")
     with database.sessions() as session:
         kinds = [e.message for e in session.scalars(select(JobEvent).order_by(JobEvent.id))]
-    assert kinds == ["submitted", "pause", "resume", "cancel"]
+    # No runner held it: the cancel finished the job at once, with the final event.
+    assert kinds == ["submitted", "pause", "resume", "cancel", "cancelled"]
+    assert jobs.get(database, job.id).finished_at is not None
 
 
 def test_two_runners_never_drive_one_job(database, shakespeare):

@@ -3,6 +3,11 @@
 The runner is another process, so the stream polls the job_events table for rows above the
 last id it sent. A client resumes with the `Last-Event-ID` header (browsers send it when they
 reconnect) or `?since=<event id>`; FastAPI adds a `: ping` comment after 15 s of silence.
+
+A final status alone does not end the stream: when the API marks a job `cancelled` that a
+runner holds, the runner cancels its trials and then writes the job's final event; the
+stream follows until that event is sent, the runner's lease lapses, or the lease duration
+plus FINAL_EVENT_MARGIN_S has passed since the final status was seen.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import BaseModel, Field
 
 from api.auth import ReadOwner, sign_stream_token
-from api.deps import MAX_ID, DbDep, JobId
+from api.deps import MAX_ID, DbDep, JobId, SettingsDep
 from api.schemas import NOT_FOUND
 from nas_service import jobs, queries
 from nas_service.models import CANDIDATE_STATUSES, JobEvent
@@ -26,7 +31,8 @@ from nas_service.models import CANDIDATE_STATUSES, JobEvent
 router = APIRouter(tags=["events"], responses=NOT_FOUND)
 
 POLL_INTERVAL_S = 0.5
-FINAL_STATUSES = ("completed", "failed", "cancelled")
+FINAL_STATUSES = queries.JOB_FINAL
+FINAL_EVENT_MARGIN_S = 10.0  # beyond the lease duration, the longest a final event is awaited
 
 
 PAGE = 500  # events read per query
@@ -118,19 +124,31 @@ async def stream_job_events(
     job_id: Annotated[int, Depends(existing_job)],
     after: Annotated[int, Depends(start_after)],
     db: DbDep,
+    settings: SettingsDep,
     _: ReadOwner,
 ) -> AsyncIterator[ServerSentEvent]:
-    """Stream the job's events (`event:` job, trial or front); ends once the job is finished.
+    """Stream the job's events (`event:` job, trial or front); ends once the job is finished
+    (its final `job` event sent, or no runner left to write one).
 
     `Last-Event-ID` (sent by a reconnecting browser) takes precedence over `tail` and `since`.
     """
+    deadline: float | None = None
     while not await request.is_disconnected():
-        status, events = await run_in_threadpool(queries.events_after, db, job_id, after, PAGE)
+        status, finishing, events = await run_in_threadpool(
+            queries.events_after, db, job_id, after, PAGE
+        )
         for event in events:
             yield ServerSentEvent(id=str(event.id), event=event.kind, data=public(event, status))
             after = event.id
         if len(events) == PAGE:
             continue
-        if status is None or status in FINAL_STATUSES:
+        if status is None:
             return
+        if status in FINAL_STATUSES:
+            if not finishing:
+                return
+            if deadline is None:  # a runner is still finishing the job: wait, but not forever
+                deadline = anyio.current_time() + settings.lease_s + FINAL_EVENT_MARGIN_S
+            elif anyio.current_time() >= deadline:
+                return
         await anyio.sleep(POLL_INTERVAL_S)
