@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import and_, or_, select, update
 
 from nas_service.db import Database
 from nas_service.job_config import JobConfig
 from nas_service.models import JOB_ACTIVE, Candidate, Job, JobEvent, utcnow
+from nas_service.settings import get_settings
 from workers.data import DatasetError, load_dataset, resolve_source
 
 
@@ -34,14 +35,18 @@ def prepare(config: JobConfig, base_dir: str | Path | None = None) -> tuple[JobC
 
     Workers on other nodes read the same absolute path: put it on shared storage.
     """
+    settings = get_settings()
     try:
-        source = resolve_source(config.dataset, base_dir)
-        data = load_dataset(source)
+        roots = settings.data_roots
+        source = resolve_source(config.dataset, base_dir, data_roots=roots)
+        data = load_dataset(source, data_roots=roots, max_text_bytes=settings.max_text_bytes)
         space = config.search_space.space()
         data.check_fits(space.seq_len)
         data.validation_batches(config.trial.batch_size, space.seq_len, config.trial.eval_tokens)
     except DatasetError as exc:
         raise JobError("dataset", str(exc)) from exc
+    except OSError as exc:  # a backstop: the data module turns these into DatasetErrors
+        raise JobError("dataset", f"cannot read {config.dataset!r}: {exc}") from exc
     if data.vocab_size > space.vocab_size:
         raise JobError(
             "dataset",
@@ -93,22 +98,89 @@ _TRANSITIONS = {
 
 
 def transition(db: Database, job_id: int, action: str) -> Job:
-    """Pause, resume or cancel; a compare-and-set so a racing runner never loses an update."""
+    """Pause, resume or cancel; a compare-and-set so a racing runner never loses an update.
+
+    Cancelling a job that no runner holds (no runner, or its lease has expired) finishes it
+    here, as a runner would (`_finish`); a job a live runner holds is only marked
+    `cancelled`, and that runner stops its trials and finishes it.
+    """
     allowed, target = _TRANSITIONS[action]
-    with db.transaction() as session:
-        values: dict[str, Any] = {"status": target, "updated_at": utcnow()}
-        if target == "cancelled":
-            values["finished_at"] = utcnow()
-        changed = session.execute(
-            update(Job).where(Job.id == job_id, Job.status.in_(allowed)).values(**values)
-        ).rowcount
-        job = session.get(Job, job_id)
-        if job is None:
-            raise JobNotFound(f"job {job_id} not found")
-        if not changed:
-            raise JobConflict("status", f"cannot {action} a job that is {job.status}")
-        session.add(JobEvent(job_id=job_id, kind="job", message=action, data={"status": target}))
-    return job
+    for _ in range(3):  # a runner may claim or release the job between the two updates
+        now = utcnow()
+        with db.transaction() as session:
+            if action == "cancel" and _finish(session, job_id, now):
+                return session.get(Job, job_id)
+            where = [Job.id == job_id, Job.status.in_(allowed)]
+            if action == "cancel":  # only while a live runner holds it: it finishes the job
+                where.append(_lease_held(now))
+            values: dict[str, Any] = {"status": target, "updated_at": now}
+            if target == "cancelled":
+                values["finished_at"] = now
+            changed = session.execute(update(Job).where(*where).values(**values)).rowcount
+            job = session.get(Job, job_id)
+            if job is None:
+                raise JobNotFound(f"job {job_id} not found")
+            if changed:
+                session.add(
+                    JobEvent(job_id=job_id, kind="job", message=action, data={"status": target})
+                )
+                return job
+            if job.status not in allowed:
+                raise JobConflict("status", f"cannot {action} a job that is {job.status}")
+    raise JobConflict("status", f"cannot {action} job {job_id} now: its runner keeps changing")
+
+
+CANCELLED_WITHOUT_RUNNER = "job cancelled while no runner held it"
+
+
+def _lease_held(now: Any) -> Any:
+    """A runner holds the job: its lease has not expired."""
+    return and_(Job.runner_id.is_not(None), Job.lease_expires_at >= now)
+
+
+def _lease_free(now: Any) -> Any:
+    """No runner holds the job (none ever did, or its lease expired): one may claim it."""
+    return or_(Job.runner_id.is_(None), Job.lease_expires_at.is_(None), Job.lease_expires_at < now)
+
+
+def _finish(session: Any, job_id: int, now: Any) -> bool:
+    """Cancel an active job whose lease is free and finish it in this transaction, as the
+    runner's `_finish_jobs` would: its queued and running candidates cancelled, the lease
+    cleared, and the events a runner writes (each running trial's `cancelled`, then the
+    job's final `cancelled`). A compare-and-set on the lease still being free, so a runner
+    that claims the job at the same moment either wins (nothing changes here) or loses
+    (its claim matches no row). False when the job is not active or a runner holds it."""
+    finished = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status.in_(JOB_ACTIVE), _lease_free(now))
+        .values(
+            status="cancelled",
+            updated_at=now,
+            finished_at=now,
+            runner_id=None,
+            lease_expires_at=None,
+        )
+    ).rowcount
+    if not finished:
+        return False
+    running = session.scalars(
+        select(Candidate.id)
+        .where(Candidate.job_id == job_id, Candidate.status == "running")
+        .order_by(Candidate.id)
+    ).all()
+    session.execute(
+        update(Candidate)
+        .where(Candidate.job_id == job_id, Candidate.status.in_(("queued", "running")))
+        .values(status="cancelled", reason=CANCELLED_WITHOUT_RUNNER, finished_at=now)
+    )
+    final = {"status": "cancelled"}
+    session.add(JobEvent(job_id=job_id, kind="job", message="cancel", data=final))
+    session.add_all(
+        JobEvent(job_id=job_id, kind="trial", message="cancelled", data={"candidate_id": cid})
+        for cid in running
+    )
+    session.add(JobEvent(job_id=job_id, kind="job", message="cancelled", data=final))
+    return True
 
 
 def candidates(db: Database, job_id: int) -> list[Candidate]:

@@ -6,9 +6,10 @@ import os
 import socket
 from functools import cache
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -33,6 +34,37 @@ class Settings(BaseSettings):
     lease_s: float = Field(default=30.0, gt=0, description="A job lease lasts this long.")
     heartbeat_s: float = Field(default=5.0, gt=0, description="How often a runner renews.")
     poll_s: float = Field(default=0.2, gt=0, description="Runner loop sleep when idle.")
+    data_roots: Annotated[list[Path] | None, NoDecode] = Field(
+        default=None,
+        description="Comma-separated directories datasets must lie in (symlinks resolved); "
+        "unset: any path the server can read.",
+    )
+    max_text_bytes: int = Field(
+        default=2 * 2**30,
+        ge=1,
+        description="Cap on a text: folder, which is read into memory (sum of its file sizes).",
+    )
+    program_cache_size: int = Field(
+        default=32, ge=1, description="Compiled programs each worker actor keeps (LRU)."
+    )
+
+    @field_validator("data_roots", mode="before")
+    @classmethod
+    def _split_roots(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        return value or None
+
+    db_retry_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="How long the runner retries a step through transient database errors.",
+    )
+    probe_timeout_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="A worker that does not answer for this long is replaced by a new one.",
+    )
 
     @property
     def resolved_database_url(self) -> str:

@@ -2,12 +2,14 @@
 
 import os
 import time
+from pathlib import Path
 
 import pytest
 
 from search_space import baseline
-from workers.actor import worker_actor
+from workers.actor import DatasetCache, LRUCache, worker_actor
 from workers.cores import LOCK_DIR_ENV
+from workers.data import load_dataset
 
 
 def request(candidate_id: int, source: str, budget: float = 1.0, name: str = "dense", **extra):
@@ -64,3 +66,76 @@ def test_a_cancel_before_the_trial_starts_still_counts(actor, ray_local, shakesp
     ray_local.get(actor.cancel.remote(20, 1))
     done = ray_local.get(actor.run.remote(request(20, shakespeare, budget=30.0)))
     assert done["result"]["status"] == "cancelled" and done["result"]["steps"] == 0
+
+
+def test_a_changed_dataset_fails_the_trial_and_is_then_reloaded(
+    actor, ray_local, shakespeare, tmp_path
+):
+    corpus = tmp_path / "corpus.txt"
+    raw = Path(shakespeare.removeprefix("text:")).read_bytes()
+    corpus.write_bytes(raw)
+    source = f"text:{corpus}"
+    submitted = load_dataset(source).checksum
+    ok = ray_local.get(actor.run.remote(request(30, source, 0.2, data_checksum=submitted)))
+    assert ok["result"]["status"] == "ok", ok["result"].get("reason")
+    corpus.write_bytes(raw[::-1])  # in place, same size: only the modification time tells
+    changed = load_dataset(source).checksum
+    stale = ray_local.get(actor.run.remote(request(31, source, 0.2, data_checksum=submitted)))
+    assert stale["result"]["status"] == "failed"
+    assert stale["result"]["reason"] == (
+        f"dataset {source} changed since the job was submitted: checksum {changed} != {submitted}"
+    )
+    fresh = ray_local.get(actor.run.remote(request(32, source, 0.2, data_checksum=changed)))
+    assert fresh["result"]["status"] == "ok", fresh["result"].get("reason")
+
+
+def test_the_dataset_cache_rehashes_only_when_the_files_change(tmp_path, monkeypatch):
+    from workers import data
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_bytes(b"first version " * 100)
+    loads = []
+    load = data.load_dataset
+    monkeypatch.setattr(data, "load_dataset", lambda *a, **k: loads.append(a) or load(*a, **k))
+    cache = DatasetCache(data)
+    source = f"text:{corpus}"
+    first = cache.get(source)
+    assert cache.get(source) is first and len(loads) == 1
+    corpus.write_bytes(b"second version" * 100)
+    os.utime(corpus, ns=(1, 1))  # a coarse clock could leave the mtime as it was
+    second = cache.get(source)
+    assert second.checksum != first.checksum and len(loads) == 2 and len(cache) == 1
+    assert cache.get(source) is second and len(loads) == 2
+
+
+def test_the_program_cache_is_a_bounded_lru():
+    cache = LRUCache(2)
+    cache["a"], cache["b"] = 1, 2
+    assert cache.get("a") == 1  # a use: "b" is now the least recently used
+    cache["c"] = 3
+    assert list(cache) == ["a", "c"] and cache.get("b") is None and len(cache) == 2
+    cache["a"] = 10
+    cache["d"] = 4
+    assert dict(cache) == {"a": 10, "d": 4}
+    with pytest.raises(ValueError):
+        LRUCache(0)
+
+
+def test_an_actor_keeps_at_most_its_program_cache_size(ray_local, shakespeare, tmp_path):
+    handle = worker_actor(
+        slot=2,
+        cpus_per_slot=1,
+        program_cache_size=1,
+        runtime_env={"env_vars": {LOCK_DIR_ENV: str(tmp_path)}},
+    )
+    try:
+        compile_s = [
+            ray_local.get(handle.run.remote(request(40 + i, shakespeare, 0.2, name=name)))[
+                "result"
+            ]["compile_s"]
+            for i, name in enumerate(["dense", "dense", "switch", "dense"])
+        ]
+    finally:
+        ray_local.kill(handle)
+    assert compile_s[0] > 0 and compile_s[1] == 0.0  # kept...
+    assert compile_s[2] > 0 and compile_s[3] > 0  # ...until another spec evicted it

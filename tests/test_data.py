@@ -1,8 +1,11 @@
 """Datasets: sources, splits, checksums, batches and the errors users see for bad data."""
 
+import errno
 import hashlib
 import json
 import math
+import os
+import socket
 from itertools import islice
 from pathlib import Path
 
@@ -15,6 +18,7 @@ from workers.data import (
     DatasetError,
     load_dataset,
     resolve_source,
+    source_signature,
 )
 
 SHAKESPEARE = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
@@ -366,3 +370,164 @@ def test_bad_valid_fraction(tmp_path, valid_fraction):
     with pytest.raises(DatasetError) as excinfo:
         load_dataset(f"text:{path}", valid_fraction=valid_fraction)
     assert_dataset_error(excinfo, "valid_fraction", repr(valid_fraction))
+
+
+# Unreadable, non-regular and out-of-bounds data
+
+
+def test_a_file_system_root_is_refused_without_walking_it(monkeypatch):
+    def walk(root, *args, **kwargs):
+        raise AssertionError(f"walked {root}")
+
+    monkeypatch.setattr("workers.data.os.walk", walk)
+    for call in (resolve_source, load_dataset):
+        with pytest.raises(DatasetError) as info:
+            call("text:/")
+        assert_dataset_error(info, "file system root")
+
+
+def test_non_regular_files_are_refused(tmp_path):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(tmp_path / "sock"))
+    try:
+        for source in (f"text:{fifo}", f"text:{tmp_path / 'sock'}", "text:/dev/null"):
+            with pytest.raises(DatasetError) as info:
+                load_dataset(source)
+            assert_dataset_error(info, "not a regular file or folder")
+        with pytest.raises(DatasetError) as info:
+            load_dataset(f"tokens:{fifo}")
+        assert_dataset_error(info, "not a regular file")
+    finally:
+        sock.close()
+
+
+def test_a_folder_skips_fifos_and_sockets(tmp_path):
+    (tmp_path / "a.txt").write_bytes(b"data")
+    os.mkfifo(tmp_path / "b.fifo")  # opening it would block forever
+    assert bytes(load_dataset(f"text:{tmp_path}", valid_fraction=0.25).train) == b"dat"
+
+
+def _denied(path):
+    return PermissionError(errno.EACCES, "Permission denied", str(path))
+
+
+def test_permission_denied_is_a_dataset_error(tmp_path, monkeypatch):
+    """Root reads anything: the error is raised where the OS would raise it."""
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_bytes(b"x" * 1000)
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "a.txt").write_bytes(b"x" * 1000)
+
+    def memmap(path, *args, **kwargs):
+        raise _denied(path)
+
+    monkeypatch.setattr("workers.data.np.memmap", memmap)
+    with pytest.raises(DatasetError) as info:
+        load_dataset(f"text:{corpus}")
+    assert_dataset_error(info, "cannot read", str(corpus), "Permission denied")
+
+    def denied_open(path, *args, **kwargs):
+        raise _denied(path)
+
+    monkeypatch.setattr("workers.data.open", denied_open, raising=False)
+    with pytest.raises(DatasetError) as info:
+        load_dataset(f"text:{folder}")
+    assert_dataset_error(info, "cannot read", "a.txt", "Permission denied")
+
+    real_stat = Path.stat
+
+    def stat(self, *args, **kwargs):
+        if self == corpus:
+            raise _denied(self)
+        return real_stat(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "stat", stat)
+    with pytest.raises(DatasetError) as info:
+        resolve_source(f"text:{corpus}")
+    assert_dataset_error(info, "permission denied", str(corpus))
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files of mode 000")
+def test_unreadable_files_and_folders_for_real(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_bytes(b"x" * 1000)
+    corpus.chmod(0)
+    with pytest.raises(DatasetError) as info:
+        load_dataset(f"text:{corpus}")
+    assert_dataset_error(info, "cannot read", "ermission denied")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "a.txt").write_bytes(b"x" * 1000)
+    (tmp_path / "sub").chmod(0)
+    try:
+        with pytest.raises(DatasetError) as info:
+            load_dataset(f"text:{tmp_path}")
+        assert_dataset_error(info, "cannot read folder", "sub")
+    finally:
+        (tmp_path / "sub").chmod(0o755)
+
+
+def test_data_roots_accept_inside_and_refuse_outside_and_escaping_symlinks(tmp_path):
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    (root / "sub").mkdir(parents=True)
+    outside.mkdir()
+    (root / "sub" / "a.txt").write_bytes(b"inside " * 100)
+    (outside / "secret.txt").write_bytes(b"secret " * 100)
+    (root / "escape.txt").symlink_to(outside / "secret.txt")
+    (root / "escape_dir").symlink_to(outside)
+    roots = [str(root)]
+    inside = f"text:{root / 'sub' / 'a.txt'}"
+    assert resolve_source(inside, data_roots=roots) == inside
+    assert load_dataset(f"text:{root / 'sub'}", data_roots=roots).source == f"text:{root / 'sub'}"
+    assert resolve_source("text:sub", base_dir=root, data_roots=[root, "/nowhere"]) == (
+        f"text:{root / 'sub'}"
+    )
+    refused = [
+        f"text:{outside / 'secret.txt'}",
+        f"text:{root / 'escape.txt'}",
+        f"text:{root / 'escape_dir'}",
+        f"text:{root}/../outside/secret.txt",
+        f"tokens:{outside / 'secret.txt'}",
+    ]
+    for source in refused:
+        with pytest.raises(DatasetError) as info:
+            load_dataset(source, data_roots=roots)
+        assert_dataset_error(info, "outside the allowed data roots", str(root))
+    # A folder inside the root holding a symlink to a file outside it.
+    (root / "sub" / "b.txt").symlink_to(outside / "secret.txt")
+    with pytest.raises(DatasetError) as info:
+        load_dataset(f"text:{root / 'sub'}", data_roots=roots)
+    assert_dataset_error(info, "outside the allowed data roots", "secret.txt")
+    assert load_dataset(f"text:{root / 'sub'}").checksum  # no roots: any readable path
+    assert load_dataset("builtin:stdlib", data_roots=roots).source == "builtin:stdlib"
+
+
+def test_text_folder_size_cap_is_checked_before_reading(tmp_path, monkeypatch):
+    for name in "abc":
+        (tmp_path / f"{name}.txt").write_bytes(b"x" * 400)
+    assert len(load_dataset(f"text:{tmp_path}", max_text_bytes=1200).train) > 0
+
+    def never_open(path, *args, **kwargs):
+        raise AssertionError(f"read {path}")
+
+    monkeypatch.setattr("workers.data.open", never_open, raising=False)
+    with pytest.raises(DatasetError) as info:
+        load_dataset(f"text:{tmp_path}", max_text_bytes=1000)
+    assert_dataset_error(info, "1200 bytes", "cap of 1000 bytes", "NAS_MAX_TEXT_BYTES")
+
+
+def test_source_signature_changes_with_the_data(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_bytes(b"one")
+    source = f"text:{corpus}"
+    first = source_signature(source)
+    assert source_signature(source) == first
+    corpus.write_bytes(b"two")
+    os.utime(corpus, ns=(1, 1))  # same size, even with a coarse clock: the mtime differs
+    assert source_signature(source) != first
+    folder_first = source_signature(f"text:{tmp_path}")
+    (tmp_path / "new.txt").write_bytes(b"")
+    assert source_signature(f"text:{tmp_path}") != folder_first
+    assert source_signature("builtin:stdlib") == source_signature("builtin:stdlib")

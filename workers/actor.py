@@ -15,6 +15,7 @@ import math
 import os
 import threading
 import traceback
+from collections import OrderedDict
 from typing import Any
 
 import ray
@@ -26,7 +27,13 @@ from workers import cores
 class TrialWorker:
     """Runs trials one after another; keeps datasets and compiled programs across trials."""
 
-    def __init__(self, slot: int, cpus_per_slot: int = 1, cache_dir: str | None = None):
+    def __init__(
+        self,
+        slot: int,
+        cpus_per_slot: int = 1,
+        cache_dir: str | None = None,
+        program_cache_size: int = 32,
+    ):
         self.slot = slot
         assigned = ray.get_runtime_context().get_assigned_resources()
         self.accelerated = any(name in assigned for name in ("GPU", "TPU"))
@@ -44,8 +51,8 @@ class TrialWorker:
         self._data = data
         self._trainer = trainer
         self._cache_dir = cache_dir
-        self._programs: dict[tuple, Any] = {}
-        self._datasets: dict[str, Any] = {}
+        self._programs = LRUCache(program_cache_size)  # compiled steps, by program_key
+        self._datasets = DatasetCache(data)
         self._cancelled: set[tuple[int, int]] = set()
         self._busy = threading.Lock()
 
@@ -58,6 +65,7 @@ class TrialWorker:
             "node_id": ray.get_runtime_context().get_node_id(),
             "cores": sorted(os.sched_getaffinity(0)) if self.cores else [],  # as pinned
             "cores_shared": self.cores_shared,
+            "busy": self._busy.locked(),  # a trial is running (the runner waits for idle)
             "device": fingerprint(),
         }
 
@@ -91,8 +99,14 @@ class TrialWorker:
         try:
             spec = ArchSpec.model_validate(request["spec"])
             source = request["data"]
-            if source not in self._datasets:
-                self._datasets[source] = self._data.load_dataset(source)
+            dataset = self._datasets.get(source)
+            expected = request.get("data_checksum")
+            if expected and dataset.checksum != expected:
+                return trainer.TrialResult(
+                    status="failed",
+                    reason=f"dataset {source} changed since the job was submitted: checksum "
+                    f"{dataset.checksum} != {expected}",
+                ).to_json()
             config_fields = {  # JSON lists back to the frozen config's tuples
                 name: _tuples(value) for name, value in (request.get("config") or {}).items()
             }
@@ -100,7 +114,7 @@ class TrialWorker:
             result = trainer.train_proxy(
                 spec,
                 trainer.Budget(**request.get("budget", {"seconds": request.get("budget_s")})),
-                self._datasets[source],
+                dataset,
                 seed=int(request.get("seed", 0)),
                 config=trainer.TrainConfig(**config_fields),
                 reference=ArchSpec.model_validate(reference) if reference else None,
@@ -121,6 +135,63 @@ class TrialWorker:
             return failed.to_json()
 
 
+class LRUCache(OrderedDict):
+    """A mapping that keeps its ``maxsize`` most recently used entries (``get`` and ``[]``
+    count as a use), evicting the least recently used one when a new key would exceed it."""
+
+    def __init__(self, maxsize: int):
+        if maxsize < 1:
+            raise ValueError(f"maxsize must be >= 1, got {maxsize}")
+        super().__init__()
+        self.maxsize = maxsize
+
+    def __getitem__(self, key: Any) -> Any:
+        value = super().__getitem__(key)
+        self.move_to_end(key)
+        return value
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        super().__setitem__(key, value)
+        self.move_to_end(key)
+        while len(self) > self.maxsize:
+            self.popitem(last=False)
+
+
+class DatasetCache:
+    """Loaded datasets keyed by (source, checksum), so that a changed file is reloaded.
+
+    A source is re-hashed only when its `source_signature` (sizes, inodes, modification times)
+    differs from the one seen when it was last loaded; a changed source replaces its entry.
+    """
+
+    def __init__(self, data: Any):
+        self._data = data
+        self._datasets: dict[tuple[str, str], Any] = {}
+        self._seen: dict[str, tuple[tuple, str]] = {}  # source -> (signature, checksum)
+
+    def get(self, source: str) -> Any:
+        signature = self._data.source_signature(source)
+        seen = self._seen.get(source)
+        if seen is not None and seen[0] == signature and (source, seen[1]) in self._datasets:
+            return self._datasets[(source, seen[1])]
+        # Accepted when the job was submitted: the server's size cap and roots applied there.
+        dataset = self._data.load_dataset(source, max_text_bytes=None)
+        for key in [key for key in self._datasets if key[0] == source]:
+            del self._datasets[key]
+        self._datasets[(source, dataset.checksum)] = dataset
+        self._seen[source] = (signature, dataset.checksum)
+        return dataset
+
+    def __len__(self) -> int:
+        return len(self._datasets)
+
+
 def _tuples(value: Any) -> Any:
     return tuple(_tuples(item) for item in value) if isinstance(value, list) else value
 
@@ -131,6 +202,7 @@ def worker_actor(
     gpus_per_slot: float = 0,
     resources: dict[str, float] | None = None,
     cache_dir: str | None = None,
+    program_cache_size: int = 32,
     **options: Any,
 ) -> Any:
     """Start a `TrialWorker` actor holding its slot's resources; Ray restarts it if it dies."""
@@ -142,4 +214,4 @@ def worker_actor(
         max_restarts=-1,
         **options,
     )
-    return remote.remote(slot, max(1, math.ceil(cpus_per_slot)), cache_dir)
+    return remote.remote(slot, max(1, math.ceil(cpus_per_slot)), cache_dir, program_cache_size)

@@ -11,7 +11,10 @@ tokens:
   exists on every machine without a download.
 
 The last ``valid_fraction`` of the tokens is held out for validation. Nothing is cached here:
-the caller decides what to keep.
+the caller decides what to keep (``source_signature`` tells it when a source may have changed).
+
+Every problem with the data (missing, unreadable, not a regular file, outside the allowed
+``data_roots``, over ``max_text_bytes``) is a ``DatasetError``, never a bare ``OSError``.
 """
 
 from __future__ import annotations
@@ -20,8 +23,10 @@ import hashlib
 import json
 import math
 import os
+import stat
+import sys
 import sysconfig
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,16 +34,23 @@ import numpy as np
 
 __all__ = [
     "BYTE_VOCAB_SIZE",
+    "MAX_TEXT_FILES",
     "STDLIB_MAX_BYTES",
+    "TEXT_MAX_BYTES",
     "Dataset",
     "DatasetError",
     "load_dataset",
     "resolve_source",
+    "source_signature",
 ]
 
 BYTE_VOCAB_SIZE = 256
 STDLIB_MAX_BYTES = 8 * 2**20
 """``builtin:stdlib`` keeps the first 8 MiB of sources: ample for proxy runs, quick to load."""
+TEXT_MAX_BYTES = 2 * 2**30
+"""Default cap on a ``text:`` folder, which is read into memory (a single file is mapped)."""
+MAX_TEXT_FILES = 100_000
+"""A ``text:`` folder with more files than this is refused before any is read."""
 
 _SCHEMES = ("text", "tokens", "builtin")
 _BUILTINS = ("stdlib",)
@@ -56,11 +68,18 @@ class DatasetError(ValueError):
         super().__init__(f"dataset: {message}")
 
 
-def resolve_source(source: str, base_dir: str | Path | None = None) -> str:
+def resolve_source(
+    source: str,
+    base_dir: str | Path | None = None,
+    *,
+    data_roots: Sequence[str | Path] | None = None,
+) -> str:
     """Return ``source`` with its path made absolute, so that it means the same file anywhere.
 
     Relative paths are taken from ``base_dir`` (the current directory when None). The path must
-    exist: a typo is caught when a job is submitted, not when its first worker starts.
+    exist and be a regular file (or, for ``text:``, a folder): a typo is caught when a job is
+    submitted, not when its first worker starts. With ``data_roots``, the path (symlinks
+    resolved) must lie inside one of those directories.
     """
     scheme, sep, rest = source.partition(":")
     if not sep or scheme not in _SCHEMES:
@@ -73,12 +92,80 @@ def resolve_source(source: str, base_dir: str | Path | None = None) -> str:
         return source
     if not rest:
         raise DatasetError(f"no path in source {source!r}")
-    path = (Path(base_dir or Path.cwd()) / Path(rest).expanduser()).resolve()
-    if not path.exists():
-        raise DatasetError(f"{path} does not exist (source {source!r})")
-    if scheme == "tokens" and not path.is_file():
-        raise DatasetError(f"{path} is not a file (source {source!r})")
+    try:
+        path = (Path(base_dir or Path.cwd()) / Path(rest).expanduser()).resolve()
+    except (OSError, RuntimeError) as exc:  # a symlink loop, an unknown ~user
+        raise DatasetError(f"cannot resolve the path of source {source!r}: {exc}") from exc
+    if data_roots:
+        _check_inside(path, data_roots, source)
+    mode = _stat(path, source).st_mode
+    if stat.S_ISDIR(mode):
+        if scheme == "tokens":
+            raise DatasetError(f"{path} is not a file (source {source!r})")
+        if path == Path(path.anchor):
+            raise DatasetError(
+                f"{path} is a file system root: refusing to read every file below it "
+                f"(source {source!r}); name the folder that holds the corpus"
+            )
+    elif not stat.S_ISREG(mode):
+        raise DatasetError(
+            f"{path} is not a regular file{' or folder' if scheme == 'text' else ''} "
+            f"(source {source!r})"
+        )
     return f"{scheme}:{path}"
+
+
+def source_signature(source: str) -> tuple:
+    """A cheap fingerprint (paths, sizes, inodes, modification times) of what ``source`` reads.
+
+    When it is unchanged the data is taken to be unchanged, so a caller can skip re-hashing;
+    any write to a file (or a file added to or removed from a folder) changes it.
+    """
+    scheme, _, rest = resolve_source(source).partition(":")
+    if scheme == "builtin":
+        return (scheme, rest, sys.version)
+    path = Path(rest)
+    paths = [path, Path(f"{path}.json")] if scheme == "tokens" else [path]
+    if path.is_dir():
+        paths = _files_under(path, max_files=None)
+    return tuple(_signature(p, source) for p in paths)
+
+
+def _signature(path: Path, source: str) -> tuple:
+    info = _stat(path, source)
+    return (str(path), info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino, info.st_dev)
+
+
+def _stat(path: Path, source: str) -> os.stat_result:
+    """``os.stat`` whose errors are DatasetErrors naming the source."""
+    try:
+        return path.stat()
+    except FileNotFoundError:
+        raise DatasetError(f"{path} does not exist (source {source!r})") from None
+    except PermissionError:
+        raise DatasetError(f"permission denied reading {path} (source {source!r})") from None
+    except OSError as exc:
+        raise DatasetError(f"cannot read {path} (source {source!r}): {exc}") from exc
+
+
+def _check_inside(path: Path, data_roots: Sequence[str | Path], source: str) -> None:
+    """Refuse ``path`` (already resolved) unless it lies inside one of ``data_roots``."""
+    roots = []
+    for root in data_roots:
+        try:
+            roots.append(Path(root).expanduser().resolve())
+        except (OSError, RuntimeError):
+            continue
+    try:
+        real = path.resolve()
+    except (OSError, RuntimeError) as exc:
+        raise DatasetError(f"cannot resolve {path} (source {source!r}): {exc}") from exc
+    if not any(real == root or real.is_relative_to(root) for root in roots):
+        allowed = ", ".join(str(root) for root in roots) or "(none)"
+        raise DatasetError(
+            f"{real} is outside the allowed data roots {allowed} (source {source!r}; "
+            "the server's NAS_DATA_ROOTS)"
+        )
 
 
 @dataclass(frozen=True, eq=False)
@@ -153,39 +240,74 @@ class Dataset:
             yield np.asarray(self.train[starts[:, None] + offsets], dtype=np.int32)
 
 
-def load_dataset(source: str, valid_fraction: float = 0.05) -> Dataset:
+def load_dataset(
+    source: str,
+    valid_fraction: float = 0.05,
+    *,
+    data_roots: Sequence[str | Path] | None = None,
+    max_text_bytes: int | None = TEXT_MAX_BYTES,
+) -> Dataset:
     """Load ``source`` and hold out its last ``valid_fraction`` of tokens (at least one).
 
-    The ``builtin:stdlib`` checksum depends on the Python version, whose sources it reads.
+    ``data_roots`` limits where the data (symlinks resolved, each file of a folder included)
+    may live. ``max_text_bytes`` caps a ``text:`` folder, which is read into memory: the sum
+    of its file sizes is checked before any is read (None: no cap). The ``builtin:stdlib``
+    checksum depends on the Python version, whose sources it reads.
     """
     if isinstance(valid_fraction, bool) or not 0 < valid_fraction < 0.5:
         raise DatasetError(f"valid_fraction must be in (0, 0.5), got {valid_fraction!r}")
-    source = resolve_source(source)
+    source = resolve_source(source, data_roots=data_roots)
     scheme, _, rest = source.partition(":")
-    if scheme == "tokens":
-        tokens, vocab_size = _load_tokens(Path(rest))
-        bytes_per_token = None
-    else:
-        tokens = _load_stdlib() if scheme == "builtin" else _load_text(Path(rest))
-        vocab_size, bytes_per_token = BYTE_VOCAB_SIZE, 1.0
-    n_valid = max(1, math.floor(len(tokens) * valid_fraction))
+    try:
+        if scheme == "tokens":
+            tokens, vocab_size = _load_tokens(Path(rest), data_roots)
+            bytes_per_token = None
+        else:
+            if scheme == "builtin":
+                tokens = _load_stdlib()
+            else:
+                tokens = _load_text(Path(rest), max_text_bytes, data_roots)
+            vocab_size, bytes_per_token = BYTE_VOCAB_SIZE, 1.0
+        n_valid = max(1, math.floor(len(tokens) * valid_fraction))
+        checksum = _sha256(tokens)
+    except OSError as exc:  # a file unreadable, or gone since it was resolved
+        name = f" {exc.filename}" if exc.filename else ""
+        raise DatasetError(f"cannot read{name} (source {source!r}): {exc.strerror or exc}") from exc
     return Dataset(
         source=source,
         vocab_size=vocab_size,
         bytes_per_token=bytes_per_token,
-        checksum=_sha256(tokens),
+        checksum=checksum,
         train=tokens[:-n_valid],
         valid=tokens[-n_valid:],
     )
 
 
-def _load_text(path: Path) -> np.ndarray:
+def _load_text(
+    path: Path, max_bytes: int | None, data_roots: Sequence[str | Path] | None
+) -> np.ndarray:
     """A single file is memory-mapped; a folder's files are concatenated in memory."""
-    if path.is_file():
-        if path.stat().st_size == 0:
+    source = f"text:{path}"
+    if not path.is_dir():
+        if _stat(path, source).st_size == 0:
             raise DatasetError(f"text file {path} is empty")
         return np.memmap(path, dtype=np.uint8, mode="r")
-    data = _concat(_files_under(path), limit=None)
+    files = _files_under(path, max_files=MAX_TEXT_FILES)
+    sizes = []
+    for file in files:
+        if data_roots:
+            _check_inside(file, data_roots, source)
+        sizes.append(_stat(file, source).st_size)
+    total = sum(sizes)
+    if max_bytes is not None and total > max_bytes:
+        raise DatasetError(
+            f"text folder {path} holds {total} bytes in {len(files)} files, over the cap of "
+            f"{max_bytes} bytes on text read into memory (raise it with NAS_MAX_TEXT_BYTES, "
+            "or use one file, which is memory-mapped, or tokens:PATH)"
+        )
+    data = _concat(files, limit=None if max_bytes is None else max_bytes + 1)
+    if max_bytes is not None and len(data) > max_bytes:  # grew since its size was checked
+        raise DatasetError(f"text folder {path} grew past the cap of {max_bytes} bytes")
     if not data:
         raise DatasetError(f"text folder {path} holds no data (no files, or only empty ones)")
     return np.frombuffer(data, dtype=np.uint8)
@@ -200,12 +322,39 @@ def _load_stdlib() -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8)
 
 
-def _files_under(root: Path, skip_dirs: frozenset[str] = frozenset()) -> list[Path]:
-    """Regular files under ``root`` sorted by relative path, never entering ``skip_dirs``."""
+def _files_under(
+    root: Path, skip_dirs: frozenset[str] = frozenset(), max_files: int | None = None
+) -> list[Path]:
+    """Regular files under ``root`` sorted by relative path, never entering ``skip_dirs``.
+
+    An unreadable folder is an error (not silently skipped); entries that are not regular
+    files (FIFOs, sockets, devices) are left out. Symlinked folders are not entered. Past
+    ``max_files`` files the walk stops with an error.
+    """
+
+    def fail(exc: OSError) -> None:
+        raise DatasetError(
+            f"cannot read folder {exc.filename} under {root}: {exc.strerror or exc}"
+        ) from exc
+
     found = []
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, dirnames, filenames in os.walk(root, onerror=fail):
         dirnames[:] = [d for d in dirnames if d not in skip_dirs]
-        found.extend(Path(dirpath, f) for f in filenames if Path(dirpath, f).is_file())
+        for name in filenames:
+            path = Path(dirpath, name)
+            try:
+                regular = stat.S_ISREG(path.stat().st_mode)
+            except FileNotFoundError:  # a dangling symlink, or removed meanwhile
+                continue
+            except OSError as exc:
+                raise DatasetError(f"cannot read {path}: {exc.strerror or exc}") from exc
+            if regular:
+                found.append(path)
+        if max_files is not None and len(found) > max_files:
+            raise DatasetError(
+                f"text folder {root} holds more than {max_files} files: name the folder "
+                "that holds the corpus, or concatenate it into one file"
+            )
     return sorted(found, key=lambda p: p.relative_to(root).as_posix())
 
 
@@ -215,15 +364,20 @@ def _concat(files: Iterable[Path], limit: int | None) -> bytes:
     for path in files:
         if limit is not None and total >= limit:
             break
-        parts.append(path.read_bytes())
+        with open(path, "rb") as file:
+            parts.append(file.read() if limit is None else file.read(limit - total))
         total += len(parts[-1])
-    return b"".join(parts)[:limit]
+    return b"".join(parts)
 
 
-def _load_tokens(path: Path) -> tuple[np.ndarray, int]:
+def _load_tokens(
+    path: Path, data_roots: Sequence[str | Path] | None = None
+) -> tuple[np.ndarray, int]:
     """Memory-map a raw token file after checking it against its sidecar."""
+    if data_roots and Path(f"{path}.json").exists():
+        _check_inside(Path(f"{path}.json"), data_roots, f"tokens:{path}")
     dtype, vocab_size = _read_sidecar(path)
-    size = path.stat().st_size
+    size = _stat(path, f"tokens:{path}").st_size
     if size == 0:
         raise DatasetError(f"token file {path} is empty")
     if size % dtype.itemsize:

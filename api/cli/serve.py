@@ -6,6 +6,8 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 from typing import Annotated
 
 import typer
@@ -26,7 +28,7 @@ def serve_cmd(
     import uvicorn
 
     from api.app import create_app
-    from api.auth import warn_if_exposed
+    from api.auth import get_auth_settings, warn_if_exposed
     from nas_service.db import upgrade
     from nas_service.settings import get_settings
 
@@ -39,10 +41,18 @@ def serve_cmd(
     warning = warn_if_exposed(host)  # also fails early on a malformed NAS_API_TOKENS
     if warning:
         typer.echo(f"warning: {warning}", err=True)
+    if get_auth_settings().enabled and not settings.data_roots:
+        typer.echo(
+            "warning: API tokens are set but NAS_DATA_ROOTS is not: any token holder can train "
+            "on (and so read) any file this server can read. Set NAS_DATA_ROOTS to the dataset "
+            "directories.",
+            err=True,
+        )
     upgrade(settings.resolved_database_url)
-    process = None
+    supervisor = None
     if runner:  # its own process: Ray's driver and JAX stay out of the API's event loop
-        process = subprocess.Popen([sys.executable, "-m", "api.cli", "runner"], env=os.environ)
+        supervisor = RunnerSupervisor([sys.executable, "-m", "api.cli", "runner"])
+        supervisor.start()
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
     typer.echo(f"database: {settings.resolved_database_url}")
     typer.echo(f"dashboard: {url}/   API: {url}/api/v1   docs: {url}/docs")
@@ -50,12 +60,8 @@ def serve_cmd(
     def stop(*_: object) -> None:
         """Stop the runner with the server. uvicorn re-raises the signal that stopped it once
         it has shut down, so this handler (restored by then) also runs on SIGTERM/SIGINT."""
-        if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        if supervisor is not None:
+            supervisor.stop()
         raise SystemExit(0)
 
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -64,3 +70,53 @@ def serve_cmd(
         uvicorn.run(create_app(), host=host, port=port, log_level="warning")
     finally:
         stop()
+
+
+class RunnerSupervisor:
+    """Keeps a runner process beside the API: when it dies (killed, out of memory, or out of
+    retries after a long database outage), says why and starts a new one, waiting 1, 2, 4 ...
+    up to 60 s between restarts (back to 1 s once one has run for a minute). The new runner
+    takes the jobs over from the database, as after any restart."""
+
+    def __init__(self, argv: list[str], max_backoff_s: float = 60.0):
+        self.argv, self.max_backoff_s = argv, max_backoff_s
+        self.process: subprocess.Popen | None = None
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()  # a restart and a stop never cross
+        self._thread = threading.Thread(target=self._watch, name="runner-supervisor", daemon=True)
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(self.argv, env=os.environ)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        backoff = 1.0
+        while not self._stopping.is_set():
+            started = time.monotonic()
+            code = self.process.wait()
+            if self._stopping.is_set():
+                return
+            if time.monotonic() - started > 60:
+                backoff = 1.0
+            why = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
+            typer.echo(
+                f"warning: the runner stopped ({why}); restarting in {backoff:g} s", err=True
+            )
+            if self._stopping.wait(backoff):
+                return
+            backoff = min(2 * backoff, self.max_backoff_s)
+            with self._lock:
+                if self._stopping.is_set():
+                    return
+                self.process = subprocess.Popen(self.argv, env=os.environ)
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopping.set()
+            process = self.process
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
