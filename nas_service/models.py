@@ -25,6 +25,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
+from search_space.results import RESULT_NAMES
+
 JOB_STATUSES = ("queued", "running", "paused", "completed", "failed", "cancelled")
 JOB_ACTIVE = ("queued", "running", "paused")
 CANDIDATE_STATUSES = (
@@ -152,35 +154,8 @@ class Candidate(Base):
     )
 
 
-# The trainer's result fields stored as candidate columns (the curve has its own table).
-RESULT_COLUMNS = (
-    "reason",
-    "traceback",
-    "val_loss",
-    "val_loss_inference",
-    "perplexity",
-    "bits_per_byte",
-    "steps",
-    "tokens",
-    "train_s",
-    "compile_s",
-    "data_s",
-    "eval_s",
-    "reference_s",
-    "step_time_ms",
-    "step_time_p90_ms",
-    "reference_step_time_ms",
-    "step_time_ratio",
-    "tokens_per_s",
-    "params_total",
-    "params_activated",
-    "flops_per_token",
-    "mfu",
-    "moe",
-    "device",
-    "smoothed_loss_at",
-    "val_loss_at",
-)
+# The trial-result contract's fields, each a candidate column (the curve has its own table).
+RESULT_COLUMNS = RESULT_NAMES
 
 
 class CurvePoint(Base):

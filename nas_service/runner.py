@@ -19,7 +19,6 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Any
 
 import ray
@@ -30,7 +29,6 @@ from ray.exceptions import (
     RayError,
     RayTaskError,
 )
-from sqlalchemy import and_, case, func, insert, or_, select, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 from tenacity import (
     Retrying,
@@ -40,6 +38,7 @@ from tenacity import (
     wait_exponential,
 )
 
+from nas_service import store
 from nas_service.db import Database
 from nas_service.designer import (
     ArchSearchSpace,
@@ -53,16 +52,12 @@ from nas_service.job_config import JobConfig
 from nas_service.measurements import device_kind
 from nas_service.models import (
     CANDIDATE_FINISHED,
-    RESULT_COLUMNS,
-    Candidate,
-    CurvePoint,
-    Job,
-    JobEvent,
     utcnow,
 )
 from nas_service.settings import Settings, get_settings
 from nas_service.slots import Shape, Slot, SlotPool, shape_of
 from search_space import ArchSpec, baseline
+from search_space.results import result_values
 from workers.actor import worker_actor
 
 log = logging.getLogger(__name__)
@@ -92,15 +87,6 @@ class InFlight:
     attempt: int
     slot: Slot
     shape: Shape
-
-    def current(self) -> tuple[Any, ...]:
-        """Matches the candidate only while this is its current, running attempt: a late or
-        repeated report then changes nothing."""
-        return (
-            Candidate.id == self.candidate_id,
-            Candidate.attempt == self.attempt,
-            Candidate.status == "running",
-        )
 
 
 @dataclass
@@ -202,7 +188,7 @@ class Runner:
                 try:
                     busy = self._step_with_retries()
                     done = until_idle and not self.jobs and not self.reports
-                    if done and not self._unfinished():
+                    if done and not store.any_active_job(self.db):
                         break
                     failures = 0
                 except Exception:
@@ -255,57 +241,17 @@ class Runner:
 
     # --- leases ---------------------------------------------------------------------------
 
-    def _claimable_clause(self, now: Any) -> Any:
-        """Active jobs whose lease is free or ours, and cancelled ones whose runner stopped
-        before it finished them (their trials are still marked running)."""
-        unfinished_cancel = and_(
-            Job.status == "cancelled", Job.runner_id.is_not(None), Job.finished_at.is_(None)
-        )
-        return (
-            or_(Job.status.in_(("queued", "running", "paused")), unfinished_cancel),
-            or_(Job.runner_id.is_(None), Job.runner_id == self.id, Job.lease_expires_at < now),
-        )
-
-    def _unfinished(self) -> bool:
-        """Any job queued or running, by whichever runner (it may be ours once its lease ends)."""
-        with self.db.sessions() as session:
-            active = Job.status.in_(("queued", "running"))
-            return session.scalar(select(func.count()).select_from(Job).where(active)) > 0
-
     def _claim(self) -> None:
-        now = utcnow()
-        with self.db.sessions() as session:
-            ids = session.scalars(select(Job.id).where(*self._claimable_clause(now))).all()
-        for job_id in ids:
-            if job_id in self.jobs:
-                continue
-            with self.db.transaction() as session:
-                claimed = session.execute(
-                    update(Job)
-                    .where(Job.id == job_id, *self._claimable_clause(now))
-                    .values(
-                        runner_id=self.id,
-                        lease_expires_at=now + timedelta(seconds=self.settings.lease_s),
-                        status=case((Job.status == "queued", "running"), else_=Job.status),
-                        started_at=func.coalesce(Job.started_at, now),
-                    )
-                ).rowcount
-            if claimed:
+        for job_id in store.claimable_jobs(self.db, self.id):
+            if job_id not in self.jobs and store.claim_job(
+                self.db, job_id, self.id, self.settings.lease_s
+            ):
                 self._adopt(job_id)
 
     def _heartbeat(self) -> None:
-        if not self.jobs:
-            return
-        expires = utcnow() + timedelta(seconds=self.settings.lease_s)
         for job_id in list(self.jobs):
-            with self.db.transaction() as session:
-                renewed = session.execute(
-                    update(Job)
-                    .where(Job.id == job_id, Job.runner_id == self.id)
-                    .values(lease_expires_at=expires)
-                ).rowcount
-            if not renewed:  # another runner took it over: its reports win from now on
-                log.warning("lost the lease of job %s", job_id)
+            if not store.renew_lease(self.db, job_id, self.id, self.settings.lease_s):
+                log.warning("lost the lease of job %s", job_id)  # its new owner's reports win
                 self._drop(job_id)
             else:
                 self._find_siblings(self.jobs[job_id])
@@ -314,9 +260,7 @@ class Runner:
         """Pick up pause / resume / cancel requests written by the API."""
         if not self.jobs:
             return
-        with self.db.sessions() as session:
-            rows = session.execute(select(Job.id, Job.status).where(Job.id.in_(self.jobs))).all()
-        for job_id, status in rows:
+        for job_id, status in store.job_statuses(self.db, list(self.jobs)).items():
             state = self.jobs[job_id]
             if status == "cancelled" and state.status != "cancelled":
                 self._cancel_in_flight(job_id)
@@ -325,29 +269,9 @@ class Runner:
     # --- adopting a job: the designer rebuilt from rows -------------------------------------
 
     def _adopt(self, job_id: int) -> None:
-        with self.db.transaction() as session:
-            job = session.get(Job, job_id)
-            config = JobConfig.model_validate(job.config)
-            # Trials interrupted under a previous runner go back to the queue (same row),
-            # unless that was their last attempt.
-            interrupted = (Candidate.job_id == job_id, Candidate.status == "running")
-            last = config.workers.max_attempts
-            session.execute(
-                update(Candidate)
-                .where(*interrupted, Candidate.attempt >= last)
-                .values(
-                    status="failed",
-                    reason=f"interrupted during its last attempt (attempt {last} of {last}): "
-                    "the runner or its worker stopped",
-                    finished_at=utcnow(),
-                )
-            )
-            session.execute(update(Candidate).where(*interrupted).values(status="queued"))
-            rows = session.scalars(
-                select(Candidate).where(Candidate.job_id == job_id).order_by(Candidate.birth)
-            ).all()
-            status, checksum = job.status, job.data_checksum
-            elapsed = (utcnow() - job.started_at).total_seconds()
+        adopted = store.adopt_job(self.db, job_id)
+        config = JobConfig.model_validate(adopted.config)
+        rows = adopted.rows
         space = config.search_space.space()
         evolution = EvolutionConfig(
             population_size=config.evolution.population_size,
@@ -355,16 +279,16 @@ class Runner:
             mode=config.objective.mode,
             seed=config.seed,
         )
-        keys = {row.id: row.spec_hash for row in rows}
+        keys = {row["id"]: row["spec_hash"] for row in rows}
         trials = [
             Trial(
-                key=row.spec_hash,
-                spec=ArchSpec.model_validate(row.spec),
-                birth=row.birth,
-                objectives=objectives(config, _row(row)),
-                feasible=row.feasible is not False,
-                parent=keys.get(row.parent_id) if row.parent_id else None,
-                mutation=row.mutation,
+                key=row["spec_hash"],
+                spec=ArchSpec.model_validate(row["spec"]),
+                birth=row["birth"],
+                objectives=objectives(config, row),
+                feasible=row["feasible"] is not False,
+                parent=keys.get(row["parent_id"]) if row["parent_id"] else None,
+                mutation=row["mutation"],
             )
             for row in rows
         ]
@@ -375,25 +299,27 @@ class Runner:
             id=job_id,
             config=config,
             designer=designer,
-            status=status,
-            started=time.monotonic() - elapsed,
+            status=adopted.status,
+            started=time.monotonic() - adopted.elapsed_s,
             created=len(rows),
             reference=self._initial(config)[0].model_dump(mode="json"),
-            data_checksum=checksum,
+            data_checksum=adopted.data_checksum,
             keys=keys,
             ids={key: cid for cid, key in keys.items()},
         )
         for row in rows:
-            _joins_front(state, row.id, _row(row))
-            if row.is_baseline:
-                state.baseline_id = row.id
-                if row.status in CANDIDATE_FINISHED:
-                    state.baseline = _row(row)
-            if row.status == "queued":
-                state.retry.append(row.id)
+            _joins_front(state, row["id"], row)
+            if row["is_baseline"]:
+                state.baseline_id = row["id"]
+                if row["status"] in CANDIDATE_FINISHED:
+                    state.baseline = row
+            if row["status"] == "queued":
+                state.retry.append(row["id"])
         self._find_siblings(state)
         self.jobs[job_id] = state
-        self._event(job_id, "job", "claimed", {"runner": self.id, "candidates": len(rows)})
+        store.add_event(
+            self.db, job_id, "job", "claimed", {"runner": self.id, "candidates": len(rows)}
+        )
 
     def _initial(self, config: JobConfig) -> list[ArchSpec]:
         """The objective's baseline first (trained before anything else), then the other
@@ -470,23 +396,12 @@ class Runner:
         A proposal already trained by another job under the same trial settings, data and
         device kind reuses that result (copied into its own row) instead of training again.
         """
-        if state.retry:
+        while state.retry:
             candidate_id = state.retry[0]
-            with self.db.transaction() as session:
-                attempt, spec = session.execute(
-                    update(Candidate)
-                    .where(Candidate.id == candidate_id)
-                    .values(
-                        status="running",
-                        attempt=Candidate.attempt + 1,
-                        started_at=utcnow(),
-                        slot=slot.index,
-                    )
-                    .returning(Candidate.attempt, Candidate.spec)
-                ).one()
-                session.execute(_started(state.id, candidate_id, attempt))
-            state.retry.popleft()  # only once the row says it runs
-            return candidate_id, attempt, spec
+            started = store.start_retry(self.db, state.id, candidate_id, slot.index)
+            state.retry.popleft()  # only once the row says what happened
+            if started is not None:
+                return candidate_id, *started
         while state.created < state.config.limits.max_trials:
             try:
                 proposal = state.designer.ask()
@@ -508,12 +423,7 @@ class Runner:
         """Other jobs whose results this one may reuse: same data, trial settings and seed.
         Refreshed with the heartbeat, so the per-proposal lookup is skipped when there are
         none (the common case)."""
-        with self.db.sessions() as session:
-            found = session.execute(
-                select(Job.id, Job.config).where(
-                    Job.id != state.id, Job.data_checksum == state.data_checksum
-                )
-            ).all()
+        found = store.sibling_configs(self.db, state.id, state.data_checksum)
         trial = state.config.trial.model_dump(mode="json")
         reference = state.config.objective.baseline  # ratios are to the same baseline
         state.siblings = [
@@ -524,89 +434,46 @@ class Runner:
             and config["objective"]["baseline"] == reference
         ]
 
-    def _reusable(self, state: JobState, proposal: Proposal) -> Candidate | None:
+    def _reusable(self, state: JobState, proposal: Proposal) -> dict[str, Any] | None:
         if not state.siblings or state.baseline is None or not state.baseline.get("device"):
             return None  # our device is known once the baseline has run
-        with self.db.sessions() as session:
-            found = session.scalars(
-                select(Candidate)
-                .where(
-                    Candidate.spec_hash == proposal.key,
-                    Candidate.status == "completed",
-                    Candidate.job_id.in_(state.siblings),
-                )
-                .limit(20)
-            ).all()
-        return next((c for c in found if c.device == state.baseline["device"]), None)
+        device = state.baseline["device"]
+        return store.find_reusable(self.db, proposal.key, state.siblings, device)
 
     def _write_candidate(
         self,
         state: JobState,
         proposal: Proposal,
         slot: Slot | None = None,
-        reuse: Candidate | None = None,
+        reuse: dict[str, Any] | None = None,
     ) -> int:
         """The child is a row before it is dispatched (restart-safe): running on `slot`, or
         completed with a reused result."""
         is_baseline = proposal.birth == 0
-        copied = (
-            {name: getattr(reuse, name) for name in (*RESULT_COLUMNS, "device_kind")}
-            if reuse
-            else {}
+        new = store.NewCandidate(
+            job_id=state.id,
+            spec=proposal.spec.model_dump(mode="json"),
+            spec_hash=proposal.key,
+            birth=proposal.birth,
+            parent_id=state.ids.get(proposal.parent) if proposal.parent else None,
+            mutation=proposal.mutation,
+            is_baseline=is_baseline,
         )
-        if slot is not None:
-            copied.update(status="running", attempt=1, started_at=utcnow(), slot=slot.index)
-        with self.db.transaction() as session:
-            row = Candidate(
-                job_id=state.id,
-                spec=proposal.spec.model_dump(mode="json"),
-                spec_hash=proposal.key,
-                parent_id=state.ids.get(proposal.parent) if proposal.parent else None,
-                mutation=proposal.mutation,
-                birth=proposal.birth,
-                is_baseline=is_baseline,
-                **({"status": "completed"} if reuse else {}),
-                **copied,
-            )
-            if reuse is not None:
-                row.reused_from_id = reuse.id
-                row.started_at = row.finished_at = utcnow()
-                row.feasible = self._feasible(state, copied, is_baseline=False)
-            session.add(row)
-            session.flush()
-            candidate_id = row.id
-            if slot is not None:
-                session.execute(_started(state.id, candidate_id, 1))
-            if reuse is not None:
-                points = session.scalars(
-                    select(CurvePoint).where(CurvePoint.candidate_id == reuse.id)
-                ).all()
-                session.add_all(
-                    CurvePoint(
-                        candidate_id=candidate_id, index=p.index, train_s=p.train_s, loss=p.loss
-                    )
-                    for p in points
-                )
-                session.add(
-                    JobEvent(
-                        job_id=state.id,
-                        kind="trial",
-                        message="reused",
-                        data={"candidate_id": candidate_id, "from": reuse.id},
-                    )
-                )
+        feasible = self._feasible(state, reuse, is_baseline=False) if reuse else None
+        if reuse is None:
+            candidate_id = store.insert_running(self.db, new, slot.index)
+        else:
+            candidate_id = store.insert_reused(self.db, new, reuse, feasible)
         state.keys[candidate_id] = proposal.key
         state.ids[proposal.key] = candidate_id
         state.created += 1
         if is_baseline:
             state.baseline_id = candidate_id
         if reuse is not None:
-            row_values = {**copied, "status": "completed"}
-            _joins_front(state, candidate_id, {**row_values, "feasible": row.feasible})
+            row_values = {**reuse, "status": "completed", "feasible": feasible}
+            _joins_front(state, candidate_id, row_values)
             state.designer.tell(
-                proposal.key,
-                objectives(state.config, row_values),
-                feasible=row.feasible is not False,
+                proposal.key, objectives(state.config, row_values), feasible=feasible is not False
             )
         return candidate_id
 
@@ -761,34 +628,23 @@ class Runner:
         """Back to the queue (same row). A trial the worker refused never ran: its attempt
         is given back."""
         reason = "the worker was still busy" if refused else "the worker died"
-        values: dict[str, Any] = {
-            "status": "queued",
-            "reason": f"{reason} (attempt {flight.attempt})",
-        }
-        if refused:
-            values["attempt"] = Candidate.attempt - 1
-        with self.db.transaction() as session:
-            requeued = session.execute(
-                update(Candidate).where(*flight.current()).values(**values)
-            ).rowcount
-            if requeued:
-                session.add(
-                    JobEvent(
-                        job_id=state.id,
-                        kind="trial",
-                        message="retry",
-                        data={"candidate_id": flight.candidate_id, "attempt": flight.attempt},
-                    )
-                )
+        requeued = store.requeue(
+            self.db,
+            state.id,
+            flight.candidate_id,
+            flight.attempt,
+            reason,
+            state.config.workers.max_attempts,
+            refund=refused,
+        )
         if requeued and state.status != "cancelled":
             state.retry.append(flight.candidate_id)
-        return bool(requeued)
+        return requeued
 
     def _crashed(self, state: JobState, flight: InFlight, exc: Exception) -> None:
         """The worker died mid-trial: retry as a new attempt, or give up after max_attempts."""
         reason = f"worker died during attempt {flight.attempt}: {type(exc).__name__}"
-        if state.status != "cancelled" and flight.attempt < state.config.workers.max_attempts:
-            self._requeue(state, flight)
+        if state.status != "cancelled" and self._requeue(state, flight):
             return
         status = "cancelled" if state.status == "cancelled" else "failed"
         result = {
@@ -798,62 +654,50 @@ class Runner:
         self._record([(state, flight, {"result": result})])
 
     def _record(self, reports: list[tuple[JobState, InFlight, dict[str, Any]]]) -> None:
-        """Record finished trials in one transaction (one commit however many finished);
-        each only if it is still the candidate's current, running attempt."""
-        told = []
-        with self.db.transaction() as session:
-            for state, flight, payload in reports:
-                result = payload["result"]
-                status = TRAINER_STATUS.get(result["status"], result["status"])
-                values = {name: result.get(name) for name in RESULT_COLUMNS}
-                values.update(
-                    status=status,
-                    finished_at=utcnow(),
-                    node_id=payload.get("node_id"),
-                    device_kind=device_kind(result.get("device")),
+        """Record finished trials in one transaction; each only if it is still the
+        candidate's current, running attempt. Memory (front, designer) follows the rows."""
+        states, outcomes = {}, []
+        for state, flight, payload in reports:
+            result = payload["result"]
+            values = result_values(result)
+            values.update(
+                status=TRAINER_STATUS.get(result["status"], result["status"]),
+                finished_at=utcnow(),
+                node_id=payload.get("node_id"),
+                device_kind=device_kind(result.get("device")),
+            )
+            values["feasible"] = self._feasible(
+                state, values, is_baseline=flight.candidate_id == state.baseline_id
+            )
+            states[flight.candidate_id] = state
+            outcomes.append(
+                store.Outcome(
+                    state.id, flight.candidate_id, flight.attempt, values, result.get("curve") or []
                 )
-                values["feasible"] = self._feasible(
-                    state, values, is_baseline=flight.candidate_id == state.baseline_id
-                )
-                recorded = session.execute(
-                    update(Candidate).where(*flight.current()).values(**values)
-                ).rowcount
-                if not recorded:
-                    continue  # a late or repeated report: changes nothing
-                curve = [
-                    {"candidate_id": flight.candidate_id, "index": i, "train_s": t, "loss": loss}
-                    for i, (t, loss) in enumerate(result.get("curve") or [])
-                ]
-                if curve:  # one multi-row INSERT, not one per point
-                    session.execute(insert(CurvePoint), curve)
-                session.execute(
-                    insert(JobEvent).values(
-                        job_id=state.id,
-                        kind="trial",
-                        message=status,
-                        data={"candidate_id": flight.candidate_id},
-                    )
-                )
-                if _joins_front(state, flight.candidate_id, values):
-                    session.execute(
-                        insert(JobEvent).values(
-                            job_id=state.id,
-                            kind="front",
-                            message="changed",
-                            data={
-                                "candidate_id": flight.candidate_id,
-                                "front": [point[2] for point in state.front],
-                            },
-                        )
-                    )
-                told.append((state, flight.candidate_id, values))
-        for state, candidate_id, values in told:  # after the commit: memory follows the rows
-            if candidate_id == state.baseline_id:
-                state.baseline = values
+            )
+        fronts = {id(state): list(state.front) for state in states.values()}
+
+        def front_event(outcome: store.Outcome) -> list[store.Event]:
+            state = states[outcome.candidate_id]
+            if not _joins_front(state, outcome.candidate_id, outcome.values):
+                return []
+            front = [point[2] for point in state.front]
+            return [("front", "changed", {"candidate_id": outcome.candidate_id, "front": front})]
+
+        try:
+            recorded = store.record_outcomes(self.db, outcomes, front_event)
+        except BaseException:
+            for state in states.values():  # nothing was written: neither was the front
+                state.front = fronts[id(state)]
+            raise
+        for outcome in recorded:
+            state = states[outcome.candidate_id]
+            if outcome.candidate_id == state.baseline_id:
+                state.baseline = outcome.values
             state.designer.tell(
-                state.keys[candidate_id],
-                objectives(state.config, values),
-                feasible=values["feasible"] is not False,
+                state.keys[outcome.candidate_id],
+                objectives(state.config, outcome.values),
+                feasible=outcome.values["feasible"] is not False,
             )
 
     def _feasible(self, state: JobState, values: dict[str, Any], is_baseline: bool) -> bool | None:
@@ -884,32 +728,7 @@ class Runner:
             if ending is None:
                 continue
             status, error = ending
-            with self.db.transaction() as session:
-                final = session.scalar(  # only while the job is still ours
-                    update(Job)
-                    .where(Job.id == state.id, Job.runner_id == self.id)
-                    .values(
-                        status=case((Job.status == "cancelled", "cancelled"), else_=status),
-                        error=error,
-                        finished_at=func.coalesce(Job.finished_at, utcnow()),
-                        runner_id=None,
-                        lease_expires_at=None,
-                    )
-                    .returning(Job.status)
-                )
-                if final is not None:
-                    session.execute(
-                        update(Candidate)
-                        .where(Candidate.job_id == state.id, Candidate.status == "queued")
-                        .values(
-                            status="cancelled",
-                            reason="job ended before it ran",
-                            finished_at=utcnow(),
-                        )
-                    )
-                    session.add(
-                        JobEvent(job_id=state.id, kind="job", message=final, data={"status": final})
-                    )
+            store.finish_job(self.db, state.id, self.id, status, error)  # if still ours
             self.jobs.pop(state.id)
         self._release_idle_pools()
 
@@ -943,23 +762,6 @@ class Runner:
                     ref: probe for ref, probe in self.probing.items() if probe[0] not in pool.slots
                 }
                 pool.shutdown()
-
-    def _event(self, job_id: int, kind: str, message: str, data: dict[str, Any]) -> None:
-        with self.db.transaction() as session:
-            session.add(JobEvent(job_id=job_id, kind=kind, message=message, data=data))
-
-
-def _row(candidate: Candidate) -> dict[str, Any]:
-    return {name: getattr(candidate, name) for name in (*RESULT_COLUMNS, "status", "feasible")}
-
-
-def _started(job_id: int, candidate_id: int, attempt: int) -> Any:
-    return insert(JobEvent).values(
-        job_id=job_id,
-        kind="trial",
-        message="started",
-        data={"candidate_id": candidate_id, "attempt": attempt},
-    )
 
 
 def _joins_front(state: JobState, candidate_id: int, row: dict[str, Any]) -> bool:

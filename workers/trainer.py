@@ -432,7 +432,8 @@ class _Trial:
         tokens_per_step = config.batch_size * self.spec.seq_len
         step_limit = budget.step_limit(train_flops_per_token, tokens_per_step)
         half = config.reference_steps // 2
-        if self.reference is not None:
+        stopping = should_stop is not None and should_stop()
+        if self.reference is not None and not stopping:
             self.reference.time(config.reference_steps - half)
 
         def spent() -> float:  # the fraction of the budget used so far
@@ -496,7 +497,7 @@ class _Trial:
             smoothed_at.update(
                 {f"{f:g}": smoothed for f in checkpoints if f in config.report_fractions}
             )
-        if self.reference is not None:
+        if self.reference is not None and status != "cancelled":
             self.reference.time(half)
 
         steady = self.step_times[config.timing_warmup_steps :] or self.step_times

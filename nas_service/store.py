@@ -1,0 +1,393 @@
+"""The runner's storage: every state change it makes, as a compare-and-set function.
+
+The runner (the algorithm) never sees SQL. Each change here is one transaction whose WHERE
+clause states what must still hold for it to apply (the job's lease is this runner's, the
+candidate's attempt is the current one and still running, the candidate is still queued)
+and returns whether it took effect, so two runners racing for a job, a result reported
+twice or a requeue that lost a race change nothing they should not. SQLite has no row
+locks: a conditional UPDATE and its row count work on both databases.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, case, func, insert, or_, select, update
+
+from nas_service.db import Database
+from nas_service.models import RESULT_COLUMNS, Candidate, CurvePoint, Job, JobEvent, utcnow
+
+# A candidate row as the runner reads it: identity, lineage, status and the result columns.
+ROW_FIELDS = (
+    "id",
+    "spec",
+    "spec_hash",
+    "parent_id",
+    "mutation",
+    "birth",
+    "is_baseline",
+    "status",
+    "feasible",
+    "attempt",
+    *RESULT_COLUMNS,
+)
+
+Event = tuple[str, str, dict[str, Any]]  # kind, message, data
+
+
+def _as_dict(row: Candidate) -> dict[str, Any]:
+    return {name: getattr(row, name) for name in ROW_FIELDS}
+
+
+# --- jobs and their leases -------------------------------------------------------------------
+
+
+def _claimable(runner_id: str, now: datetime) -> tuple[Any, ...]:
+    """Active jobs whose lease is free or ours, and cancelled ones whose runner stopped
+    before it finished them (their trials may still be marked running)."""
+    unfinished_cancel = and_(
+        Job.status == "cancelled", Job.runner_id.is_not(None), Job.finished_at.is_(None)
+    )
+    return (
+        or_(Job.status.in_(("queued", "running", "paused")), unfinished_cancel),
+        or_(Job.runner_id.is_(None), Job.runner_id == runner_id, Job.lease_expires_at < now),
+    )
+
+
+def claimable_jobs(db: Database, runner_id: str) -> list[int]:
+    with db.sessions() as session:
+        return list(session.scalars(select(Job.id).where(*_claimable(runner_id, utcnow()))))
+
+
+def claim_job(db: Database, job_id: int, runner_id: str, lease_s: float) -> bool:
+    """Take the job's lease if it is still claimable; a queued job starts running."""
+    now = utcnow()
+    with db.transaction() as session:
+        return bool(
+            session.execute(
+                update(Job)
+                .where(Job.id == job_id, *_claimable(runner_id, now))
+                .values(
+                    runner_id=runner_id,
+                    lease_expires_at=now + timedelta(seconds=lease_s),
+                    status=case((Job.status == "queued", "running"), else_=Job.status),
+                    started_at=func.coalesce(Job.started_at, now),
+                )
+            ).rowcount
+        )
+
+
+def renew_lease(db: Database, job_id: int, runner_id: str, lease_s: float) -> bool:
+    """Extend the lease while it is ours; False means another runner took the job."""
+    expires = utcnow() + timedelta(seconds=lease_s)
+    with db.transaction() as session:
+        return bool(
+            session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.runner_id == runner_id)
+                .values(lease_expires_at=expires)
+            ).rowcount
+        )
+
+
+def job_statuses(db: Database, job_ids: Sequence[int]) -> dict[int, str]:
+    with db.sessions() as session:
+        return dict(session.execute(select(Job.id, Job.status).where(Job.id.in_(job_ids))).all())
+
+
+def any_active_job(db: Database) -> bool:
+    """Any job queued or running, by whichever runner (it may be ours once its lease ends)."""
+    with db.sessions() as session:
+        active = Job.status.in_(("queued", "running"))
+        return session.scalar(select(func.count()).select_from(Job).where(active)) > 0
+
+
+@dataclass(frozen=True)
+class AdoptedJob:
+    config: dict[str, Any]
+    status: str
+    data_checksum: str | None
+    elapsed_s: float
+    rows: list[dict[str, Any]]  # in birth order
+
+
+def adopt_job(db: Database, job_id: int) -> AdoptedJob:
+    """Read a job just claimed. Trials interrupted under a previous runner go back to the
+    queue (same row), unless that was their last attempt: those are recorded `failed`."""
+    with db.transaction() as session:
+        job = session.get(Job, job_id)
+        last = job.config["workers"]["max_attempts"]
+        interrupted = (Candidate.job_id == job_id, Candidate.status == "running")
+        session.execute(
+            update(Candidate)
+            .where(*interrupted, Candidate.attempt >= last)
+            .values(
+                status="failed",
+                reason=f"interrupted during its last attempt (attempt {last} of {last}): "
+                "the runner or its worker stopped",
+                finished_at=utcnow(),
+            )
+        )
+        session.execute(update(Candidate).where(*interrupted).values(status="queued"))
+        rows = session.scalars(
+            select(Candidate).where(Candidate.job_id == job_id).order_by(Candidate.birth)
+        ).all()
+        return AdoptedJob(
+            config=job.config,
+            status=job.status,
+            data_checksum=job.data_checksum,
+            elapsed_s=(utcnow() - job.started_at).total_seconds(),
+            rows=[_as_dict(row) for row in rows],
+        )
+
+
+def sibling_configs(db: Database, job_id: int, checksum: str | None) -> list[tuple[int, dict]]:
+    """Other jobs on the same data (candidates for result reuse), with their configs."""
+    with db.sessions() as session:
+        return [
+            (other, config)
+            for other, config in session.execute(
+                select(Job.id, Job.config).where(Job.id != job_id, Job.data_checksum == checksum)
+            ).all()
+        ]
+
+
+def finish_job(
+    db: Database, job_id: int, runner_id: str, status: str, error: str | None
+) -> str | None:
+    """End a job this runner still owns: queued candidates are cancelled, the lease is
+    released and the final event written. Returns the final status (`cancelled` wins over
+    what the runner decided if the API cancelled meanwhile), or None if not ours."""
+    with db.transaction() as session:
+        final = session.scalar(
+            update(Job)
+            .where(Job.id == job_id, Job.runner_id == runner_id)
+            .values(
+                status=case((Job.status == "cancelled", "cancelled"), else_=status),
+                error=error,
+                finished_at=func.coalesce(Job.finished_at, utcnow()),
+                runner_id=None,
+                lease_expires_at=None,
+            )
+            .returning(Job.status)
+        )
+        if final is not None:
+            session.execute(
+                update(Candidate)
+                .where(Candidate.job_id == job_id, Candidate.status == "queued")
+                .values(status="cancelled", reason="job ended before it ran", finished_at=utcnow())
+            )
+            session.add(JobEvent(job_id=job_id, kind="job", message=final, data={"status": final}))
+        return final
+
+
+def add_event(db: Database, job_id: int, kind: str, message: str, data: dict[str, Any]) -> None:
+    with db.transaction() as session:
+        session.add(JobEvent(job_id=job_id, kind=kind, message=message, data=data))
+
+
+# --- runs of candidates ------------------------------------------------------------------------
+
+
+def _current(candidate_id: int, attempt: int) -> tuple[Any, ...]:
+    """The candidate only while `attempt` is its current, running attempt."""
+    return (
+        Candidate.id == candidate_id,
+        Candidate.attempt == attempt,
+        Candidate.status == "running",
+    )
+
+
+def _started(job_id: int, candidate_id: int, attempt: int) -> Any:
+    return insert(JobEvent).values(
+        job_id=job_id,
+        kind="trial",
+        message="started",
+        data={"candidate_id": candidate_id, "attempt": attempt},
+    )
+
+
+def start_retry(
+    db: Database, job_id: int, candidate_id: int, slot: int
+) -> tuple[int, dict[str, Any]] | None:
+    """Run a queued candidate again as its next attempt on `slot`: (attempt, spec), or None
+    if it is no longer queued."""
+    with db.transaction() as session:
+        started = session.execute(
+            update(Candidate)
+            .where(Candidate.id == candidate_id, Candidate.status == "queued")
+            .values(
+                status="running",
+                attempt=Candidate.attempt + 1,
+                started_at=utcnow(),
+                slot=slot,
+            )
+            .returning(Candidate.attempt, Candidate.spec)
+        ).first()
+        if started is None:
+            return None
+        session.execute(_started(job_id, candidate_id, started.attempt))
+        return started.attempt, started.spec
+
+
+@dataclass(frozen=True)
+class NewCandidate:
+    job_id: int
+    spec: dict[str, Any]
+    spec_hash: str
+    birth: int
+    parent_id: int | None
+    mutation: str
+    is_baseline: bool
+
+
+def insert_running(db: Database, new: NewCandidate, slot: int) -> int:
+    """A proposal becomes a row, running its first attempt on `slot`, before it is sent
+    (restart-safe: a runner that dies after this re-runs it)."""
+    with db.transaction() as session:
+        row = Candidate(**new.__dict__, status="running", attempt=1, started_at=utcnow(), slot=slot)
+        session.add(row)
+        session.flush()
+        session.execute(_started(new.job_id, row.id, 1))
+        return row.id
+
+
+def find_reusable(
+    db: Database, spec_hash: str, job_ids: Sequence[int], device: dict[str, Any]
+) -> dict[str, Any] | None:
+    """A completed result of the same spec in one of `job_ids`, measured on `device`."""
+    with db.sessions() as session:
+        found = session.scalars(
+            select(Candidate)
+            .where(
+                Candidate.spec_hash == spec_hash,
+                Candidate.status == "completed",
+                Candidate.job_id.in_(job_ids),
+            )
+            .limit(20)
+        ).all()
+        match = next((c for c in found if c.device == device), None)
+        return None if match is None else {**_as_dict(match), "device_kind": match.device_kind}
+
+
+def insert_reused(
+    db: Database, new: NewCandidate, source: dict[str, Any], feasible: bool | None
+) -> int:
+    """A proposal another job already trained: a completed row with a copy of that result
+    and its learning curve."""
+    now = utcnow()
+    copied = {name: source[name] for name in (*RESULT_COLUMNS, "device_kind")}
+    with db.transaction() as session:
+        row = Candidate(
+            **new.__dict__,
+            **copied,
+            status="completed",
+            feasible=feasible,
+            reused_from_id=source["id"],
+            started_at=now,
+            finished_at=now,
+        )
+        session.add(row)
+        session.flush()
+        points = session.scalars(
+            select(CurvePoint).where(CurvePoint.candidate_id == source["id"])
+        ).all()
+        session.add_all(
+            CurvePoint(candidate_id=row.id, index=p.index, train_s=p.train_s, loss=p.loss)
+            for p in points
+        )
+        session.add(
+            JobEvent(
+                job_id=new.job_id,
+                kind="trial",
+                message="reused",
+                data={"candidate_id": row.id, "from": source["id"]},
+            )
+        )
+        return row.id
+
+
+@dataclass
+class Outcome:
+    """A finished attempt to record: the candidate's new column values and its curve."""
+
+    job_id: int
+    candidate_id: int
+    attempt: int
+    values: dict[str, Any]
+    curve: list[tuple[float, float | None]] = field(default_factory=list)
+
+
+def record_outcomes(
+    db: Database,
+    outcomes: Sequence[Outcome],
+    extra_events: Callable[[Outcome], list[Event]] = lambda _: [],
+) -> list[Outcome]:
+    """Record finished attempts in one transaction (one commit however many finished), each
+    only while it is still the candidate's current, running attempt: a late or repeated
+    report changes nothing. `extra_events(outcome)` adds events in the same transaction for
+    each that was recorded. Returns those recorded."""
+    recorded = []
+    with db.transaction() as session:
+        for outcome in outcomes:
+            took = session.execute(
+                update(Candidate)
+                .where(*_current(outcome.candidate_id, outcome.attempt))
+                .values(**outcome.values)
+            ).rowcount
+            if not took:
+                continue
+            curve = [
+                {"candidate_id": outcome.candidate_id, "index": i, "train_s": t, "loss": loss}
+                for i, (t, loss) in enumerate(outcome.curve)
+            ]
+            if curve:  # one multi-row INSERT, not one per point
+                session.execute(insert(CurvePoint), curve)
+            events = [
+                ("trial", outcome.values["status"], {"candidate_id": outcome.candidate_id}),
+                *extra_events(outcome),
+            ]
+            session.execute(
+                insert(JobEvent),
+                [
+                    {"job_id": outcome.job_id, "kind": kind, "message": message, "data": data}
+                    for kind, message, data in events
+                ],
+            )
+            recorded.append(outcome)
+    return recorded
+
+
+def requeue(
+    db: Database,
+    job_id: int,
+    candidate_id: int,
+    attempt: int,
+    reason: str,
+    max_attempts: int,
+    refund: bool = False,
+) -> bool:
+    """Put a running attempt back in the queue (same row) while attempts are left; False if
+    none is left or it is no longer the current attempt. `refund`: it never ran (the worker
+    refused it), so its attempt is given back and the limit does not apply."""
+    values: dict[str, Any] = {"status": "queued", "reason": f"{reason} (attempt {attempt})"}
+    where = [*_current(candidate_id, attempt)]
+    if refund:
+        values["attempt"] = Candidate.attempt - 1
+    else:
+        where.append(Candidate.attempt < max_attempts)
+    with db.transaction() as session:
+        took = session.execute(update(Candidate).where(*where).values(**values)).rowcount
+        if took:
+            session.add(
+                JobEvent(
+                    job_id=job_id,
+                    kind="trial",
+                    message="retry",
+                    data={"candidate_id": candidate_id, "attempt": attempt},
+                )
+            )
+        return bool(took)
