@@ -593,25 +593,32 @@ class Runner:
         )
 
     def _check_probes(self) -> None:
+        """Free the slots whose actor answered that it is idle; give a new actor to those
+        that stayed silent or kept failing for `probe_timeout_s` (their node died, or the
+        actor cannot start), or whose actor is dead for good."""
         if not self.probing:
             return
-        ready, waiting = ray.wait(list(self.probing), num_returns=len(self.probing), timeout=0)
+        ready, _ = ray.wait(list(self.probing), num_returns=len(self.probing), timeout=0)
+        answers = {}
         for ref in ready:
-            slot, since = self.probing.pop(ref)
             try:
-                idle = not ray.get(ref).get("busy", False)
+                answers[ref] = not ray.get(ref).get("busy", False)
+            except ActorDiedError as exc:
+                answers[ref] = None if getattr(exc, "preempted", False) else "dead"
             except RayError:
-                idle = False
-            if idle:
-                slot.busy = False
-            else:
-                self._probe(slot, since)
+                answers[ref] = None
         now = time.monotonic()
-        for ref in waiting:  # no answer for too long (its node died?): a fresh actor
-            slot, since = self.probing[ref]
-            if now - since > self.settings.probe_timeout_s:
+        for ref, (slot, since) in list(self.probing.items()):
+            answer = answers.get(ref)
+            if answer is True:
+                del self.probing[ref]
+                slot.busy = False
+            elif answer == "dead" or now - since > self.settings.probe_timeout_s:
                 del self.probing[ref]
                 self._replace(slot)
+            elif ref in answers:  # answered busy or failed: ask again
+                del self.probing[ref]
+                self._probe(slot, since)
 
     def _replace(self, slot: Slot) -> None:
         """Give a slot whose actor stopped answering a new actor (Ray places it wherever
@@ -619,7 +626,7 @@ class Runner:
         pool = next((p for p in self.pools.values() if slot in p.slots), None)
         if pool is None:
             return
-        log.warning("worker slot %s did not answer for %.0f s: replacing its actor",
+        log.warning("worker slot %s did not answer for %g s: replacing its actor",
                     slot.index, self.settings.probe_timeout_s)  # fmt: skip
         pool.replace(slot)
         slot.busy = False

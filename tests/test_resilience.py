@@ -21,6 +21,7 @@ from nas_service.designer import ArchSearchSpace, EvolutionConfig, RegularizedEv
 from nas_service.models import Candidate, Job, utcnow
 from nas_service.runner import Runner
 from nas_service.settings import Settings
+from nas_service.slots import SlotPool
 from search_space import PRESETS, baseline
 
 
@@ -205,3 +206,31 @@ def test_a_job_cancelled_under_a_runner_that_then_died_is_finished_by_the_next(
     assert [c.status for c in rows(sqlite_db, job.id)] == ["cancelled"]
     _, _, events = queries.events_after(sqlite_db, job.id, 0)
     assert [(e.kind, e.message) for e in events][-1] == ("job", "cancelled")
+
+
+def hung_actor(slot: int, **_: object):
+    """A worker that never answers (as one on a node that vanished)."""
+    import ray
+
+    class Hung:  # defined here so that Ray ships it by value to the worker
+        def info(self) -> dict:
+            time.sleep(3600)
+            return {}
+
+    return ray.remote(Hung).options(num_cpus=0, max_concurrency=2).remote()
+
+
+def test_a_worker_that_stops_answering_is_replaced(sqlite_db, ray_local):
+    settings = Settings(runner_id="replace", probe_timeout_s=0.5, poll_s=0.05)
+    runner = Runner(settings, sqlite_db, worker_factory=hung_actor)
+    pool = runner.pools[(0.0, 0.0, ())] = SlotPool((0.0, 0.0, ()), None, hung_actor)
+    pool.grow(1, 0)
+    slot = pool.slots[0]
+    old = slot.actor
+    runner._probe(slot)  # e.g. after its trial's reference raised ActorUnavailableError
+    runner._check_probes()
+    assert slot.busy and runner.probing  # still waiting for it
+    time.sleep(0.7)
+    runner._check_probes()
+    assert slot.actor is not old and not slot.busy and not runner.probing
+    ray_local.kill(slot.actor)
