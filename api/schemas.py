@@ -173,7 +173,8 @@ class Presets(BaseModel):
 
 
 class ScoredPoints(BaseModel):
-    """Every scored candidate, column by column (compact for 100,000 points)."""
+    """The scored candidates, column by column (compact for 100,000 points): every one, or
+    when `reduced`, the front, the baselines and one candidate per occupied grid cell."""
 
     id: list[int]
     perplexity: list[float]
@@ -202,6 +203,16 @@ class ParetoPublic(BaseModel):
         )
     )
     baselines: list[int]
+    total: int = Field(description="Scored candidates of the job in all (sent or not).")
+    reduced: bool = Field(
+        description=(
+            "False: `points` holds every scored candidate. True: the job has more than "
+            "`max_points`; `points` holds every front member and baseline exactly, plus at "
+            "most `max_points` others: a grid over (step_time_ratio, perplexity) between the "
+            "job's extremes, as fine as fits, with one candidate per occupied cell per status "
+            "(infeasible ones apart), picked in a fixed pseudo-random order of ids."
+        )
+    )
 
 
 class HypervolumePublic(BaseModel):

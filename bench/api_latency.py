@@ -1,9 +1,12 @@
 """API latency with a 100,000-candidate job, over real HTTP (uvicorn in its own process).
 
 Endpoints: a page of candidates (first and deep), sorted by a metric, filtered by status, a
-job with its progress, the Pareto front (every scored point, column by column), the
-hypervolume history and a candidate in full. Each is timed alone (sequential requests), then
-mixed requests from several concurrent clients measure latency under load.
+job with its progress, the Pareto front with the scatter as a client gets it by default (the
+front exactly plus a binned scatter of at most 5,000 points; once computed it is served
+from a cache until a trial finishes), binned anew on every request, and with every scored
+point (`max_points=1000000`), column by column, the hypervolume history and a candidate in full.
+Each is timed alone (sequential requests), then mixed requests from several concurrent
+clients measure latency under load.
 
     python bench/api_latency.py --candidates 100000 --json bench/out/api_latency.json
 """
@@ -100,21 +103,34 @@ def measure(url: str, n: int, requests: int, concurrency: int, load_s: float) ->
             "filter_failed": f"{job}/candidates?status=failed&limit=50",
             "job_progress": job,
             "pareto": f"{job}/pareto",
+            # Budgets alternating between requests: the server keeps one scatter per job, so
+            # every request bins the job again (as after each finished trial of a live job).
+            "pareto_uncached": [f"{job}/pareto?max_points={5000 - k}" for k in (1, 0)],
+            "pareto_every_point": f"{job}/pareto?max_points=1000000",
             "hypervolume": f"{job}/hypervolume",
             "candidate": f"/api/v1/candidates/{candidate_id}",
         }
         figures: dict[str, Any] = {"endpoints": {}}
         with httpx.Client(base_url=base, timeout=120) as client:
             for name, path in endpoints.items():
-                timed(client, path)  # warm
-                times = [timed(client, path) for _ in range(requests)]
-                size = len(client.get(path).content)
+                paths = path if isinstance(path, list) else [path]
+                timed(client, paths[-1])  # warm
+                times = [timed(client, paths[i % len(paths)]) for i in range(requests)]
+                last = client.get(paths[-1])
                 figures["endpoints"][name] = {
                     "p50_ms": float(np.percentile(times, 50)),
                     "p99_ms": float(np.percentile(times, 99)),
-                    "bytes": size,
+                    "bytes": len(last.content),
                 }
-        light = [
+                if "/pareto" in paths[-1]:
+                    body = last.json()
+                    figures["endpoints"][name].update(
+                        points=len(body["points"]["id"]),
+                        front=len(body["front"]),
+                        total=body.get("total"),
+                        reduced=body.get("reduced"),
+                    )
+        light: list[Any] = [
             endpoints[k]
             for k in ("page", "sort_perplexity", "filter_failed", "job_progress", "candidate")
         ]
@@ -163,7 +179,8 @@ def main() -> None:
     figures.update(candidates=args.candidates, when=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     print(f"{'endpoint':18} {'p50 ms':>8} {'p99 ms':>8} {'bytes':>10}")
     for name, row in figures["endpoints"].items():
-        print(f"{name:18} {row['p50_ms']:8.1f} {row['p99_ms']:8.1f} {row['bytes']:10,d}")
+        points = f"  {row['points']:,d} points" if "points" in row else ""
+        print(f"{name:18} {row['p50_ms']:8.1f} {row['p99_ms']:8.1f} {row['bytes']:10,d}{points}")
     load = figures["under_load"]
     print(
         f"under load, {load['clients']} clients: {load['requests_per_s']:.0f} req/s, "

@@ -203,6 +203,37 @@ def test_pareto_plot_has_every_scored_point_the_front_and_the_baseline(page, sit
     assert curve["n"] == len(hv["trials"]) > 0
     progress = [t for t in plot_traces(page, "progress-plot") if t["meta"] == "points"]
     assert sum(t["n"] for t in progress) == known.scored
+    # Below the page's budget nothing is reduced, and nothing says so.
+    assert pareto["reduced"] is False and pareto["total"] == known.scored
+    assert page.locator("#pareto-plot").get_attribute("data-reduced") == "false"
+
+
+def test_a_reduced_scatter_keeps_the_front_exact_and_says_so(page, site):
+    """A job with more scored points than the page asks for: the server sends the front and
+    the baseline exactly plus a binned scatter, and both plots say it is reduced."""
+    base, _, jobs = site
+    known = jobs["known"]
+    page.add_init_script("window.NAS_MAX_POINTS = 10")
+    pareto = api(base, f"jobs/{known.id}/pareto", max_points=10)
+    assert pareto["reduced"] and pareto["total"] == known.scored > len(pareto["points"]["id"])
+    open_view(page, base, f"jobs/{known.id}")
+    traces = plot_traces(page, "pareto-plot")
+    points = [t for t in traces if t["meta"] == "points"]
+    assert sum(t["n"] for t in points) == len(pareto["points"]["id"])
+    (front,) = [t for t in traces if t["meta"] == "front"]
+    assert front["ids"] == pareto["front"] == api(base, f"jobs/{known.id}/pareto")["front"]
+    by_name = {t["name"].split(" (")[0]: t for t in points}
+    assert by_name["baseline"]["ids"] == [known.baseline_id]
+    plot = page.locator("#pareto-plot")
+    assert plot.get_attribute("data-reduced") == "true"
+    assert plot.get_attribute("data-total") == str(known.scored)
+    notes = page.evaluate(
+        """() => ['pareto-plot', 'progress-plot'].map((id) =>
+            document.getElementById(id).layout.annotations.map((a) => a.text).join(' '))"""
+    )
+    shown = f"{len(pareto['points']['id'])} of {known.scored}"
+    assert "scatter reduced" in notes[0] and shown in notes[0] and "front" in notes[0]
+    assert "best so far among them" in notes[1] and shown in notes[1]
 
 
 def test_hover_shows_the_block_in_words_and_click_opens_it(page, site):

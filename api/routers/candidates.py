@@ -25,6 +25,7 @@ from api.schemas import (
 from nas_service import queries
 
 router = APIRouter(tags=["candidates"], responses=NOT_FOUND)
+MAX_POINTS = 1_000_000  # a job's largest max_trials: every point of any job
 
 
 def _csv(rows: list) -> Iterator[str]:
@@ -102,14 +103,32 @@ def get_candidate(candidate_id: CandidateId, db: DbDep, _: ReadOwner) -> Candida
 
 
 @router.get("/jobs/{job_id}/pareto", response_model=ParetoPublic)
-def pareto(job_id: JobId, db: DbDep, _: ReadOwner) -> ParetoPublic:
-    scored = queries.pareto(db, job_id)
+def pareto(
+    job_id: JobId,
+    db: DbDep,
+    _: ReadOwner,
+    max_points: Annotated[
+        int,
+        Query(
+            ge=10,
+            le=MAX_POINTS,
+            description=(
+                "How many points the client can draw: a job with more scored candidates "
+                "gets its front and baselines exactly plus a binned scatter of at most this "
+                "many others (`reduced`)."
+            ),
+        ),
+    ] = queries.DEFAULT_MAX_POINTS,
+) -> ParetoPublic:
+    scored = queries.pareto(db, job_id, max_points)
     columns = {name: getattr(scored, name) for name in ScoredPoints.model_fields}
     columns["finished_s"] = [None if s is None else round(s, 3) for s in scored.finished_s]
     return ParetoPublic(
         points=ScoredPoints.model_construct(**columns),  # built from typed columns above
         front=scored.front,
         baselines=[i for i, base in zip(scored.id, scored.is_baseline, strict=True) if base],
+        total=scored.total,
+        reduced=scored.reduced,
     )
 
 

@@ -38,6 +38,37 @@ const HAS_WEBGL = (() => {
   }
 })();
 
+// How many scored points the page asks for (`max_points`): a job with more gets its front and
+// baselines exactly plus a binned scatter (one point per grid cell per status). WebGL draws
+// 10,000 points smoothly (a 15,000-candidate job is drawn whole), SVG up to WEBGL_ABOVE.
+// `window.NAS_MAX_POINTS` overrides it (tests).
+function maxPoints() {
+  return window.NAS_MAX_POINTS || (HAS_WEBGL ? 10000 : WEBGL_ABOVE);
+}
+
+// Says on a plot that its scatter is reduced (empty when it is not).
+function reducedNote(pareto, text) {
+  if (!pareto.reduced) return [];
+  const [shown, total] = [pareto.points.id.length, pareto.total].map((n) =>
+    n.toLocaleString("en-US"),
+  );
+  return [
+    {
+      text: text(`${shown} of ${total}`),
+      showarrow: false,
+      xref: "paper",
+      yref: "paper",
+      x: 0,
+      y: 1,
+      xanchor: "left",
+      yanchor: "top",
+      align: "left",
+      font: { size: 11, color: "#555" },
+      bgcolor: "rgba(255,255,255,0.8)",
+    },
+  ];
+}
+
 // Each scored point in exactly one group: baselines, then completed (feasible or not), pruned.
 function groups(points, baselines) {
   const isBaseline = new Set(baselines);
@@ -249,10 +280,18 @@ export function jobView(root, jobId) {
               font: { color: STATUS.infeasible.color, size: 11 },
             }
           : null,
+        ...reducedNote(
+          pareto,
+          (shown) =>
+            `scatter reduced: ${shown} points drawn, one per grid cell per status;<br>` +
+            "the front and the baseline exact",
+        ),
       ].filter(Boolean),
     });
     Plotly.react(paretoPlot, traces, layout, plotlyConfig());
     paretoPlot.dataset.points = String(n);
+    paretoPlot.dataset.total = String(pareto.total ?? n);
+    paretoPlot.dataset.reduced = String(!!pareto.reduced);
   }
 
   function renderProgress(pareto, parts, type) {
@@ -296,7 +335,7 @@ export function jobView(root, jobId) {
       margin: { l: 56, r: 12, t: 8, b: 40 },
       uirevision: "keep",
       annotations: points.finished_s.some((s) => s !== null)
-        ? []
+        ? reducedNote(pareto, (shown) => `${shown} trials drawn; best so far among them`)
         : [{ text: "No finished trials yet", showarrow: false, xref: "paper", yref: "paper" }],
     });
     Plotly.react(progressPlot, traces, layout, plotlyConfig());
@@ -334,7 +373,7 @@ export function jobView(root, jobId) {
     try {
       const [fresh, pareto, hv] = await Promise.all([
         get(`jobs/${jobId}`),
-        get(`jobs/${jobId}/pareto`),
+        get(`jobs/${jobId}/pareto`, { max_points: maxPoints() }),
         get(`jobs/${jobId}/hypervolume`),
         table.reload(),
       ]);
