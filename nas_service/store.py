@@ -121,16 +121,24 @@ def adopt_job(db: Database, job_id: int) -> AdoptedJob:
         job = session.get(Job, job_id)
         last = job.config["workers"]["max_attempts"]
         interrupted = (Candidate.job_id == job_id, Candidate.status == "running")
-        session.execute(
-            update(Candidate)
-            .where(*interrupted, Candidate.attempt >= last)
-            .values(
-                status="failed",
-                reason=f"interrupted during its last attempt (attempt {last} of {last}): "
-                "the runner or its worker stopped",
-                finished_at=utcnow(),
-            )
+        spent = list(
+            session.scalars(select(Candidate.id).where(*interrupted, Candidate.attempt >= last))
         )
+        if spent:
+            session.execute(
+                update(Candidate)
+                .where(Candidate.id.in_(spent))
+                .values(
+                    status="failed",
+                    reason=f"interrupted during its last attempt (attempt {last} of {last}): "
+                    "the runner or its worker stopped",
+                    finished_at=utcnow(),
+                )
+            )
+            failed = {"job_id": job_id, "kind": "trial", "message": "failed"}
+            session.execute(
+                insert(JobEvent), [{**failed, "data": {"candidate_id": c}} for c in spent]
+            )
         session.execute(update(Candidate).where(*interrupted).values(status="queued"))
         rows = session.scalars(
             select(Candidate).where(Candidate.job_id == job_id).order_by(Candidate.birth)

@@ -111,6 +111,7 @@ def test_adoption_requeues_interrupted_trials_within_their_attempts(database):
     by_id = {row["id"]: row for row in adopted.rows}
     assert by_id[first]["status"] == "queued" and by_id[first]["attempt"] == 1
     assert by_id[second]["status"] == "failed" and "last attempt" in by_id[second]["reason"]
+    assert events(database, job_id)[-1] == ("trial", "failed")  # its end is in the log
 
 
 def test_finishing_a_job_needs_its_lease(database):
