@@ -234,3 +234,37 @@ def test_a_worker_that_stops_answering_is_replaced(sqlite_db, ray_local):
     runner._check_probes()
     assert slot.actor is not old and not slot.busy and not runner.probing
     ray_local.kill(slot.actor)
+
+
+@pytest.mark.slow
+def test_a_trial_refused_by_a_busy_worker_is_retried_without_using_an_attempt(
+    sqlite_db, ray_local, shakespeare
+):
+    config = small_job(
+        shakespeare,
+        limits={"max_trials": 1},
+        workers={"concurrency": 1, "max_attempts": 1},
+        hurdle={"enabled": False},
+    )
+    job = jobs.submit(sqlite_db, config)
+    runner = Runner(Settings(runner_id="busy", heartbeat_s=0.3, poll_s=0.05), sqlite_db)
+    runner.start()
+    pool = runner.pools[(1.0, 0.0, ())] = SlotPool((1.0, 0.0, ()), None)
+    pool.grow(1, 0)
+    spec = baseline("dense", config.search_space.space()).model_dump(mode="json")
+    elsewhere = {  # the worker is busy with a trial the runner did not send (e.g. a lost job's)
+        "candidate_id": 10_000,
+        "attempt": 1,
+        "spec": spec,
+        "budget": {"seconds": 6.0},
+        "data": config.dataset,
+    }
+    pool.slots[0].actor.run.remote(elsewhere)
+    time.sleep(1.0)
+    thread = threading.Thread(target=runner.run, args=(threading.Event(), True), daemon=True)
+    thread.start()
+    thread.join(timeout=180)
+    (only,) = rows(sqlite_db, job.id)
+    assert only.status == "completed" and only.attempt == 1, only.reason  # not "failed"
+    _, _, events = queries.events_after(sqlite_db, job.id, 0)
+    assert [e.message for e in events if e.kind == "trial"].count("retry") >= 1
