@@ -432,8 +432,7 @@ class _Trial:
         tokens_per_step = config.batch_size * self.spec.seq_len
         step_limit = budget.step_limit(train_flops_per_token, tokens_per_step)
         half = config.reference_steps // 2
-        stopping = should_stop is not None and should_stop()
-        if self.reference is not None and not stopping:
+        if self.reference is not None and not (should_stop is not None and should_stop()):
             self.reference.time(config.reference_steps - half)
 
         def spent() -> float:  # the fraction of the budget used so far
