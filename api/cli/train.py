@@ -9,9 +9,8 @@ from typing import Annotated
 import typer
 
 from api.cli.space import PresetOption, fail, load_spec, preset_or_fail
+from nas_service.job_config import DEFAULT_BUDGET_S
 from search_space import BASELINES, baseline
-
-DEFAULT_BUDGET_S = 30.0
 
 
 def train_proxy_cmd(
