@@ -259,8 +259,9 @@ def test_a_trial_refused_by_a_busy_worker_is_retried_without_using_an_attempt(
         "budget": {"seconds": 6.0},
         "data": config.dataset,
     }
-    pool.slots[0].actor.run.remote(elsewhere)
-    time.sleep(1.0)
+    actor = pool.slots[0].actor
+    actor.run.remote(elsewhere)
+    wait_for(lambda: ray_local.get(actor.info.remote())["busy"], 120, "the worker to be busy")
     thread = threading.Thread(target=runner.run, args=(threading.Event(), True), daemon=True)
     thread.start()
     thread.join(timeout=180)
