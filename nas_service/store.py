@@ -46,11 +46,10 @@ def _as_dict(row: Candidate) -> dict[str, Any]:
 
 
 def _claimable(runner_id: str, now: datetime) -> tuple[Any, ...]:
-    """Active jobs whose lease is free or ours, and cancelled ones whose runner stopped
-    before it finished them (their trials may still be marked running)."""
-    unfinished_cancel = and_(
-        Job.status == "cancelled", Job.runner_id.is_not(None), Job.finished_at.is_(None)
-    )
+    """Active jobs whose lease is free or ours, and cancelled ones that a runner still
+    holds (it clears `runner_id` when it finishes a job): if that runner died, its trials
+    may still be marked running, and the next runner finishes the job."""
+    unfinished_cancel = and_(Job.status == "cancelled", Job.runner_id.is_not(None))
     return (
         or_(Job.status.in_(("queued", "running", "paused")), unfinished_cancel),
         or_(Job.runner_id.is_(None), Job.runner_id == runner_id, Job.lease_expires_at < now),

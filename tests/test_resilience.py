@@ -193,11 +193,17 @@ def test_a_job_cancelled_under_a_runner_that_then_died_is_finished_by_the_next(
                 attempt=1,
             )
         )
-        session.execute(  # cancelled by the API while "gone" held it; then "gone" died
+        session.execute(  # "gone" holds the job
             update(Job)
             .where(Job.id == job.id)
-            .values(status="cancelled", runner_id="gone", lease_expires_at=utcnow())
+            .values(
+                status="running", runner_id="gone", lease_expires_at=utcnow() + timedelta(hours=1)
+            )
         )
+    jobs.transition(sqlite_db, job.id, "cancel")  # marked only: "gone" is to finish it
+    assert jobs.get(sqlite_db, job.id).runner_id == "gone"
+    with sqlite_db.transaction() as session:  # ... but it dies: its lease runs out
+        session.execute(update(Job).where(Job.id == job.id).values(lease_expires_at=utcnow()))
     runner = Runner(Settings(runner_id="next"), sqlite_db)
     runner._claim()
     runner._finish_jobs()
