@@ -30,11 +30,10 @@ from typing import Any
 
 import ray
 from figures import write_json
+from proxy_throughput import DEFAULT_DATA
 
 from search_space import PRESETS, ArchSpec, baseline
 from workers.actor import worker_actor
-
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
 
 
 def block_under_test(space: Any) -> ArchSpec:

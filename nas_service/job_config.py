@@ -4,7 +4,7 @@ Every number has bounds and every error names its field (e.g. `workers.concurren
 `search_space.overrides.d_model.0`). A minimal file is enough; the rest has defaults:
 
     name: quick
-    dataset: text:../shared/data/tinyshakespeare.txt
+    dataset: builtin:stdlib
     search_space: {preset: proxy-cpu}
     objective: {mode: pareto}
     trial: {budget_s: 5}

@@ -273,6 +273,7 @@ class Runner:
         config = JobConfig.model_validate(adopted.config)
         rows = adopted.rows
         space = config.search_space.space()
+        initial = self._initial(config)  # the objective's baseline first: the reference
         evolution = EvolutionConfig(
             population_size=config.evolution.population_size,
             tournament_size=config.evolution.tournament_size,
@@ -293,7 +294,7 @@ class Runner:
             for row in rows
         ]
         designer = RegularizedEvolution.from_trials(
-            ArchSearchSpace(space), evolution, trials, initial=self._initial(config)
+            ArchSearchSpace(space), evolution, trials, initial=initial
         )
         state = JobState(
             id=job_id,
@@ -302,7 +303,7 @@ class Runner:
             status=adopted.status,
             started=time.monotonic() - adopted.elapsed_s,
             created=len(rows),
-            reference=self._initial(config)[0].model_dump(mode="json"),
+            reference=initial[0].model_dump(mode="json"),
             data_checksum=adopted.data_checksum,
             keys=keys,
             ids={key: cid for cid, key in keys.items()},

@@ -41,6 +41,12 @@ def expert_choice_capacity(tokens: int, num_experts: int, capacity: float) -> in
     return min(tokens, math.ceil(tokens * capacity / num_experts))
 
 
+def expert_choice_min_batch(num_experts: int, capacity: float) -> int:
+    """The smallest batch at which experts can choose among the tokens at one position
+    (batch x capacity >= experts): below it a layer cannot route by expert choice."""
+    return math.ceil(num_experts / capacity)
+
+
 def norm_params(norm: str, d_model: int) -> int:
     return 2 * d_model if norm == "layernorm" else d_model
 

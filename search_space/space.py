@@ -7,11 +7,11 @@ and every error (unknown item, empty list, out-of-range value) names the field.
 
 from __future__ import annotations
 
-import math
 from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from search_space.cost import expert_choice_min_batch
 from search_space.specs import (
     MAX_CAPACITY,
     MAX_EXPERTS,
@@ -143,7 +143,7 @@ class SearchSpace(BaseModel):
         as specified (batch x capacity >= experts); 1 when the space has no expert choice."""
         if "expert_choice" not in self.gating or "moe" not in self.layer_kinds:
             return 1
-        return math.ceil(max(self.num_experts) / min(self.capacity_factor))
+        return expert_choice_min_batch(max(self.num_experts), min(self.capacity_factor))
 
     def check(self, spec: ArchSpec) -> ArchSpec:
         """Return the spec if it lies in the space, else raise `SpaceViolation`."""

@@ -22,7 +22,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from search_space.cost import cost
+from search_space.cost import cost, expert_choice_min_batch
 from search_space.specs import ArchSpec, spec_hash
 from workers.data import Dataset, load_dataset
 from workers.device import enable_compilation_cache, fingerprint, matmul_peak_flops
@@ -209,8 +209,8 @@ def check_batch_size(spec: ArchSpec, batch_size: int) -> None:
     for index, layer in enumerate(spec.block.layers):
         if getattr(layer, "gating", None) != "expert_choice":
             continue
-        if batch_size * layer.capacity_factor < layer.num_experts:
-            needed = math.ceil(layer.num_experts / layer.capacity_factor)
+        needed = expert_choice_min_batch(layer.num_experts, layer.capacity_factor)
+        if batch_size < needed:
             raise ValueError(
                 f"batch_size: {batch_size} is too small for the expert-choice layer "
                 f"{index} ({layer.num_experts} experts at capacity {layer.capacity_factor:g} "

@@ -12,6 +12,8 @@ from typing import Annotated
 
 import typer
 
+from api.cli.local_server import stop_server
+
 
 def serve_cmd(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
@@ -115,8 +117,4 @@ class RunnerSupervisor:
             self._stopping.set()
             process = self.process
         if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            stop_server(process, timeout=30)  # SIGTERM, then SIGKILL after the timeout
