@@ -176,9 +176,91 @@ class EvolutionConfig(_Section):
 class HurdleConfig(_Section):
     enabled: bool = True
     at_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.25
-    margin: Annotated[float, Field(ge=0, le=10)] = Field(
+    margin: Annotated[float, Field(ge=0, le=10)] | Literal["auto"] = Field(
         default=0.1,
-        description="Relative: prune when the smoothed loss exceeds the baseline's x (1 + margin).",
+        description="Relative: prune when the smoothed loss exceeds the baseline's x (1 + "
+        "margin). `auto`: twice the relative seed noise of the baseline's smoothed loss at "
+        "`at_fraction`, measured at job start (needs fidelity.noise_seeds >= 2).",
+    )
+
+
+class RungConfig(_Section):
+    budget_multiplier: Annotated[float, Field(gt=1, le=10_000)] = Field(
+        description="The rung's budget as a multiple of the trial budget (rung 0's)."
+    )
+    promote: Annotated[float, Field(gt=0, le=1_000_000)] = Field(
+        description="How many of the rung below reach this one: a fraction (< 1) of them, "
+        "or a count (>= 1, a whole number)."
+    )
+    seeds: Annotated[int, Field(ge=1, le=100)] = Field(
+        default=1, description="Seeds each promoted candidate is trained with at this rung."
+    )
+
+    @field_validator("promote")
+    @classmethod
+    def _fraction_or_count(cls, promote: float) -> float:
+        if promote >= 1 and promote != int(promote):
+            raise ValueError(f"a count must be a whole number (got {promote:g})")
+        return promote
+
+
+class FidelityConfig(_Section):
+    rungs: list[RungConfig] = Field(
+        default_factory=list,
+        max_length=10,
+        description="Rungs above rung 0 (the trial budget, one seed), promoted to "
+        "asynchronously (ASHA): a finished run whose candidate is in the top share of its "
+        "rung so far moves up. Empty: no ladder.",
+    )
+    random_share: Annotated[float, Field(ge=0, le=1)] = Field(
+        default=0.0,
+        description="Share of each rung's candidates promoted at random, whatever their rank, "
+        "so that the measured fidelity is not biased by selection (e.g. 0.1).",
+    )
+    noise_seeds: Annotated[int, Field(ge=0, le=100)] = Field(
+        default=0,
+        description="Train the baseline with this many seeds at job start (0 or 1: only "
+        "its own trial) to measure the seed noise; needed by hurdle.margin: auto.",
+    )
+
+    @model_validator(mode="after")
+    def _budgets_grow(self) -> FidelityConfig:
+        multipliers = [rung.budget_multiplier for rung in self.rungs]
+        for i in range(1, len(multipliers)):
+            if multipliers[i] <= multipliers[i - 1]:
+                raise ValueError(
+                    f"rungs.{i}.budget_multiplier: {multipliers[i]:g} must exceed the rung "
+                    f"below's ({multipliers[i - 1]:g})"
+                )
+        return self
+
+
+class ConfirmConfig(_Section):
+    top_k: Annotated[int, Field(ge=1, le=100)] = Field(
+        default=3,
+        description="Candidates retrained: the top_k feasible ones (constrained mode) or the "
+        "front's top_k by perplexity (pareto mode), of the highest rung with results.",
+    )
+    seeds: Annotated[int, Field(ge=2, le=100)] = Field(
+        default=3, description="Fresh seeds, the same for every block (paired differences)."
+    )
+    budget_multiplier: Annotated[float, Field(ge=1, le=10_000)] = Field(
+        default=4.0, description="The confirmation budget as a multiple of the trial budget."
+    )
+    baselines: list[BaselineName] = Field(
+        default_factory=list,
+        max_length=len(BASELINES),
+        description="Baselines retrained beside them: the objective's baseline always (every "
+        "candidate is compared with it), plus these when they are candidates of the job.",
+    )
+    alpha: Annotated[float, Field(gt=0, lt=0.5)] = Field(
+        default=0.05,
+        description="Significance level; Holm's correction for the number of candidates.",
+    )
+    reference_windows: Annotated[int, Field(ge=2, le=64)] = Field(
+        default=6,
+        description="Windows of baseline steps interleaved with each run's training on the "
+        "same slot (A-B-A-B), so the step-time ratio is measured under equal load.",
     )
 
 
@@ -204,8 +286,21 @@ class JobConfig(_Section):
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     evolution: EvolutionConfig = Field(default_factory=EvolutionConfig)
     hurdle: HurdleConfig = Field(default_factory=HurdleConfig)
+    fidelity: FidelityConfig = Field(default_factory=FidelityConfig)
+    confirm: ConfirmConfig | None = Field(
+        default=None, description="Retrain the best with fresh seeds once the search ends."
+    )
     workers: WorkersConfig = Field(default_factory=WorkersConfig)
     seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = 0
+
+    @model_validator(mode="after")
+    def _auto_margin_needs_noise(self) -> JobConfig:
+        if self.hurdle.margin == "auto" and self.fidelity.noise_seeds < 2:
+            raise ValueError(
+                "hurdle.margin: auto sets the margin from the measured seed noise: set "
+                "fidelity.noise_seeds to 2 or more"
+            )
+        return self
 
     @field_validator("trial")
     @classmethod

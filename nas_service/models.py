@@ -39,6 +39,9 @@ CANDIDATE_STATUSES = (
     "cancelled",
 )
 CANDIDATE_FINISHED = ("completed", "failed", "pruned", "diverged", "cancelled")
+# A run's stage: a rung of the fidelity ladder (rung 0 is the candidate's own row; the
+# baseline's noise seeds are rung-0 runs), or the confirmation of the declared winner.
+RUN_STAGES = ("rung", "confirm")
 
 
 def utcnow() -> datetime:
@@ -113,6 +116,8 @@ class Candidate(Base):
     # platform and device kind of the trial's device (CPU: the host's processor model);
     # results of different kinds are never ranked against each other.
     device_kind: Mapped[str | None] = mapped_column(String(200))
+    # The highest rung of the fidelity ladder it was promoted to (0: the search's own trial).
+    rung: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     reused_from_id: Mapped[int | None] = mapped_column(
         ForeignKey("candidates.id", ondelete="SET NULL")
     )
@@ -152,10 +157,76 @@ class Candidate(Base):
     curve: Mapped[list[CurvePoint]] = relationship(
         cascade="all, delete-orphan", passive_deletes=True, order_by="CurvePoint.index"
     )
+    runs: Mapped[list[Run]] = relationship(
+        cascade="all, delete-orphan", passive_deletes=True, order_by="Run.id"
+    )
 
 
 # The trial-result contract's fields, each a candidate column (the curve has its own table).
 RESULT_COLUMNS = RESULT_NAMES
+
+
+class Run(Base):
+    """One more evaluation of a candidate: (stage, rung, seed), retried in place as its
+    `attempt` grows, like a candidate's own row. The candidate's row is its rung-0 run with
+    the job's seed; every other run (a higher rung, another seed, confirmation) is here, with
+    the same result columns and its curve as JSON."""
+
+    __tablename__ = "runs"
+    __table_args__ = (
+        UniqueConstraint("candidate_id", "stage", "rung", "seed", name="uq_runs_key"),
+        Index("ix_runs_job_stage_rung", "job_id", "stage", "rung"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    candidate_id: Mapped[int] = mapped_column(
+        ForeignKey("candidates.id", ondelete="CASCADE"), index=True
+    )
+    stage: Mapped[str] = mapped_column(String(16))
+    rung: Mapped[int] = mapped_column(Integer)
+    seed: Mapped[int] = mapped_column(BigInteger)  # the seed the trainer was given
+    # Why it runs: rank / random (promotion), baseline (the reference at every rung), noise
+    # (the baseline's calibration seeds), confirm.
+    origin: Mapped[str] = mapped_column(String(16))
+    budget: Mapped[dict[str, Any]]  # as workers take it: {"seconds": s} / steps / flops
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    node_id: Mapped[str | None] = mapped_column(String(64))
+    slot: Mapped[int | None] = mapped_column(Integer)
+    device_kind: Mapped[str | None] = mapped_column(String(200))
+    # --- the trainer's result, the same columns as a candidate's -------------------------
+    reason: Mapped[str | None] = mapped_column(Text)
+    traceback: Mapped[str | None] = mapped_column(Text)
+    val_loss: Mapped[float | None] = mapped_column(Float)
+    val_loss_inference: Mapped[float | None] = mapped_column(Float)
+    perplexity: Mapped[float | None] = mapped_column(Float)
+    bits_per_byte: Mapped[float | None] = mapped_column(Float)
+    steps: Mapped[int | None] = mapped_column(Integer)
+    tokens: Mapped[int | None] = mapped_column(BigInteger)
+    train_s: Mapped[float | None] = mapped_column(Float)
+    compile_s: Mapped[float | None] = mapped_column(Float)
+    data_s: Mapped[float | None] = mapped_column(Float)
+    eval_s: Mapped[float | None] = mapped_column(Float)
+    reference_s: Mapped[float | None] = mapped_column(Float)
+    step_time_ms: Mapped[float | None] = mapped_column(Float)
+    step_time_p90_ms: Mapped[float | None] = mapped_column(Float)
+    reference_step_time_ms: Mapped[float | None] = mapped_column(Float)
+    step_time_ratio: Mapped[float | None] = mapped_column(Float)
+    tokens_per_s: Mapped[float | None] = mapped_column(Float)
+    params_total: Mapped[int | None] = mapped_column(BigInteger)
+    params_activated: Mapped[int | None] = mapped_column(BigInteger)
+    flops_per_token: Mapped[int | None] = mapped_column(BigInteger)
+    mfu: Mapped[float | None] = mapped_column(Float)
+    moe: Mapped[list[Any] | None]
+    device: Mapped[dict[str, Any] | None]
+    smoothed_loss_at: Mapped[dict[str, Any] | None]
+    val_loss_at: Mapped[dict[str, Any] | None]
+    curve: Mapped[list[Any] | None]  # [[train_s, loss], ...]
+    # -------------------------------------------------------------------------------------
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class CurvePoint(Base):

@@ -14,6 +14,7 @@ nothing.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -38,7 +39,7 @@ from tenacity import (
     wait_exponential,
 )
 
-from nas_service import store
+from nas_service import ladder, store
 from nas_service.db import Database
 from nas_service.designer import (
     ArchSearchSpace,
@@ -49,6 +50,7 @@ from nas_service.designer import (
     Trial,
 )
 from nas_service.job_config import JobConfig
+from nas_service.ladder import Score
 from nas_service.measurements import device_kind
 from nas_service.models import (
     CANDIDATE_FINISHED,
@@ -56,7 +58,7 @@ from nas_service.models import (
 )
 from nas_service.settings import Settings, get_settings
 from nas_service.slots import Shape, Slot, SlotPool, shape_of
-from search_space import ArchSpec, baseline
+from search_space import ArchSpec, baseline, spec_hash
 from search_space.results import result_values
 from workers.actor import worker_actor
 
@@ -87,6 +89,7 @@ class InFlight:
     attempt: int
     slot: Slot
     shape: Shape
+    run_id: int | None = None  # a run of the candidate other than its own trial
 
 
 @dataclass
@@ -121,6 +124,12 @@ class JobState:
     keys: dict[int, str] = field(default_factory=dict)  # candidate id -> spec hash
     ids: dict[str, int] = field(default_factory=dict)  # spec hash -> candidate id
     retry: deque[int] = field(default_factory=deque)  # candidate ids to (re)dispatch
+    # Runs other than candidates' own trials (higher rungs, noise seeds, confirmation).
+    runs: dict[int, dict[str, Any]] = field(default_factory=dict)  # run id -> run
+    run_queue: deque[int] = field(default_factory=deque)  # run ids to (re)dispatch
+    rung0: dict[int, Score] = field(default_factory=dict)  # completed own trials' metrics
+    margin: float | None = None  # hurdle.margin: auto, once measured
+    confirm_started: bool = False
     in_flight: int = 0
     last_dispatch: float = 0.0
     exhausted: bool = False
@@ -129,6 +138,11 @@ class JobState:
     def shape(self) -> Shape:
         w = self.config.workers
         return shape_of(w.cpus_per_trial, w.gpus_per_trial, w.resources)
+
+    @property
+    def calibrating(self) -> bool:
+        """hurdle.margin: auto and the baseline's noise seeds are not all measured yet."""
+        return self.config.hurdle.margin == "auto" and self.margin is None
 
 
 def objectives(config: JobConfig, row: dict[str, Any]) -> tuple[float, float] | None:
@@ -310,13 +324,20 @@ class Runner:
         )
         for row in rows:
             _joins_front(state, row["id"], row)
+            _scores_rung0(state, row)
             if row["is_baseline"]:
                 state.baseline_id = row["id"]
                 if row["status"] in CANDIDATE_FINISHED:
                     state.baseline = row
             if row["status"] == "queued":
                 state.retry.append(row["id"])
+        for run in adopted.runs:
+            state.runs[run["id"]] = run
+            state.confirm_started |= run["stage"] == "confirm"
+            if run["status"] == "queued":
+                state.run_queue.append(run["id"])
         self._find_siblings(state)
+        self._calibrate(state)
         self.jobs[job_id] = state
         store.add_event(
             self.db, job_id, "job", "claimed", {"runner": self.id, "candidates": len(rows)}
@@ -365,12 +386,13 @@ class Runner:
     def _can_dispatch(self, state: JobState) -> bool:
         if state.status != "running" or state.in_flight >= state.config.workers.concurrency:
             return False
-        if self._time_is_up(state):
+        if self._time_is_up(state) and not state.confirm_started:
             return False
-        if state.baseline_id is not None and state.baseline is None:
-            # The baseline trains first and alone: hurdles and the constraint need it.
-            return bool(state.retry) and state.in_flight == 0
-        return bool(state.retry) or (
+        if (state.baseline_id is not None and state.baseline is None) or state.calibrating:
+            # The baseline (and its noise seeds) train first: hurdles and the constraint
+            # need them.
+            return bool(state.run_queue) or (bool(state.retry) and state.in_flight == 0)
+        return bool(state.retry or state.run_queue) or (
             state.created < state.config.limits.max_trials and not state.exhausted
         )
 
@@ -389,10 +411,11 @@ class Runner:
         self._next_slot = pool.grow(wanted, self._next_slot)
         return pool
 
-    def _start_next(self, state: JobState, slot: Slot) -> tuple[int, int, dict] | None:
-        """Mark the next candidate running on `slot`: a retry first, else the designer's next
-        proposal, written as a running row in the same transaction. Returns (id, attempt,
-        spec) or None when there is nothing to run.
+    def _start_next(self, state: JobState, slot: Slot) -> tuple[int, int, dict, int | None] | None:
+        """Mark the next trial running on `slot`: a retry first, then a queued run (a
+        promotion, a noise seed, a confirmation), else the designer's next proposal, written
+        as a running row in the same transaction. Returns (candidate id, attempt, spec, run
+        id or None) or None when there is nothing to run.
 
         A proposal already trained by another job under the same trial settings, data and
         device kind reuses that result (copied into its own row) instead of training again.
@@ -402,7 +425,19 @@ class Runner:
             started = store.start_retry(self.db, state.id, candidate_id, slot.index)
             state.retry.popleft()  # only once the row says what happened
             if started is not None:
-                return candidate_id, *started
+                return candidate_id, *started, None
+        while state.run_queue:
+            run_id = state.run_queue[0]
+            started = store.start_run(self.db, state.id, run_id, slot.index)
+            state.run_queue.popleft()
+            if started is not None:
+                run = state.runs[run_id]
+                run.update(status="running", attempt=started[0])
+                return run["candidate_id"], *started, run_id
+        if (state.baseline_id is not None and state.baseline is None) or state.calibrating:
+            return None
+        if self._time_is_up(state):
+            return None
         while state.created < state.config.limits.max_trials:
             try:
                 proposal = state.designer.ask()
@@ -413,7 +448,7 @@ class Runner:
                 source = self._reusable(state, proposal)
                 if source is None:
                     candidate_id = self._write_candidate(state, proposal, slot=slot)
-                    return candidate_id, 1, proposal.spec.model_dump(mode="json")
+                    return candidate_id, 1, proposal.spec.model_dump(mode="json"), None
                 self._write_candidate(state, proposal, reuse=source)
             except BaseException:
                 state.designer.retract(proposal.key)  # births stay those of the rows
@@ -470,6 +505,14 @@ class Runner:
         state.created += 1
         if is_baseline:
             state.baseline_id = candidate_id
+            budget = state.config.trial.budget()
+            self._queue_runs(
+                state,
+                [
+                    store.NewRun(state.id, candidate_id, "rung", 0, seed, "noise", budget)
+                    for seed in ladder.noise_seeds(state.config)
+                ],
+            )
         if reuse is not None:
             row_values = {**reuse, "status": "completed", "feasible": feasible}
             _joins_front(state, candidate_id, row_values)
@@ -484,33 +527,45 @@ class Runner:
         candidate_id: int,
         attempt: int,
         spec: dict[str, Any],
+        run_id: int | None,
         slot: Slot,
         shape: Shape,
     ) -> None:
+        run = state.runs[run_id] if run_id is not None else None
         request = {
             "candidate_id": candidate_id,
             "attempt": attempt,
+            "run_id": run_id,
             "spec": spec,
-            "budget": state.config.trial.budget(),
+            "budget": run["budget"] if run else state.config.trial.budget(),
             "data": state.config.dataset,
             "data_checksum": state.data_checksum,
-            "seed": state.config.seed,
-            "config": self._trainer_config(state, candidate_id),
+            "seed": run["seed"] if run else state.config.seed,
+            "config": self._trainer_config(state, candidate_id, run),
             "reference": state.reference,
         }
         ref = slot.actor.run.remote(request)
-        self.in_flight[ref] = InFlight(state.id, candidate_id, attempt, slot, shape)
+        self.in_flight[ref] = InFlight(state.id, candidate_id, attempt, slot, shape, run_id)
         state.in_flight += 1
         state.last_dispatch = time.monotonic()
 
-    def _trainer_config(self, state: JobState, candidate_id: int) -> dict[str, Any]:
+    def _trainer_config(
+        self, state: JobState, candidate_id: int, run: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         """The trial's settings with the paper's early stop at `hurdle.at_fraction`: in the
         constrained mode a step-time ratio over the limit, or a smoothed loss above the
         baseline's x (1 + margin); in the pareto mode the loss hurdle prunes only a candidate
-        that is also not faster than the baseline (it could not join the front's fast end)."""
+        that is also not faster than the baseline (it could not join the front's fast end).
+        Runs of higher rungs and of confirmation train to the end (the hurdles are the
+        search's); confirmation interleaves the baseline's timing windows with training."""
         config = state.config.trial.trainer_config()
         hurdle, objective = state.config.hurdle, state.config.objective
-        if not hurdle.enabled:
+        if run is not None and run["stage"] == "confirm":
+            windows = state.config.confirm.reference_windows
+            config["reference_windows"] = windows
+            config["reference_steps"] = max(config["reference_steps"], 4 * windows)
+            return config
+        if (run is not None and run["rung"] > 0) or not hurdle.enabled:
             return config
         if candidate_id == state.baseline_id:
             config["report_fractions"] = [hurdle.at_fraction, 0.5, 1.0]
@@ -522,7 +577,8 @@ class Runner:
         if state.baseline and state.baseline["smoothed_loss_at"]:
             loss = state.baseline["smoothed_loss_at"].get(f"{hurdle.at_fraction:g}")
             if loss is not None:
-                config["hurdles"] = [[hurdle.at_fraction, loss * (1 + hurdle.margin)]]
+                margin = state.margin if hurdle.margin == "auto" else hurdle.margin
+                config["hurdles"] = [[hurdle.at_fraction, loss * (1 + margin)]]
         return config
 
     # --- results --------------------------------------------------------------------------
@@ -545,7 +601,7 @@ class Runner:
             except ActorUnavailableError as exc:
                 # Maybe only unreachable: its trial may still run. Stop it, and hold the
                 # slot until the actor says it is idle, so a retry never lands on it busy.
-                flight.slot.actor.cancel.remote(flight.candidate_id, flight.attempt)
+                flight.slot.actor.cancel.remote(flight.candidate_id, flight.attempt, flight.run_id)
                 self._probe(flight.slot)
                 payload, error = None, exc
             except CRASHES as exc:
@@ -644,8 +700,13 @@ class Runner:
             reason,
             state.config.workers.max_attempts,
             refund=refused,
+            run_id=flight.run_id,
         )
-        if requeued and state.status != "cancelled":
+        if requeued and flight.run_id is not None:
+            state.runs[flight.run_id]["status"] = "queued"
+            if state.status != "cancelled":
+                state.run_queue.append(flight.run_id)
+        elif requeued and state.status != "cancelled":
             state.retry.append(flight.candidate_id)
         return requeued
 
@@ -674,19 +735,27 @@ class Runner:
                 node_id=payload.get("node_id"),
                 device_kind=device_kind(result.get("device")),
             )
-            values["feasible"] = self._feasible(
-                state, values, is_baseline=flight.candidate_id == state.baseline_id
-            )
+            if flight.run_id is None:
+                values["feasible"] = self._feasible(
+                    state, values, is_baseline=flight.candidate_id == state.baseline_id
+                )
             states[flight.candidate_id] = state
             outcomes.append(
                 store.Outcome(
-                    state.id, flight.candidate_id, flight.attempt, values, result.get("curve") or []
+                    state.id,
+                    flight.candidate_id,
+                    flight.attempt,
+                    values,
+                    result.get("curve") or [],
+                    run_id=flight.run_id,
                 )
             )
         fronts = {id(state): list(state.front) for state in states.values()}
 
         def front_event(outcome: store.Outcome) -> list[store.Event]:
             state = states[outcome.candidate_id]
+            if outcome.run_id is not None:
+                return []
             if not _joins_front(state, outcome.candidate_id, outcome.values):
                 return []
             front = [point[2] for point in state.front]
@@ -700,13 +769,20 @@ class Runner:
             raise
         for outcome in recorded:
             state = states[outcome.candidate_id]
+            if outcome.run_id is not None:
+                state.runs[outcome.run_id].update(outcome.values)
+                continue
             if outcome.candidate_id == state.baseline_id:
                 state.baseline = outcome.values
+            _scores_rung0(state, {"id": outcome.candidate_id, **outcome.values})
             state.designer.tell(
                 state.keys[outcome.candidate_id],
                 objectives(state.config, outcome.values),
                 feasible=outcome.values["feasible"] is not False,
             )
+        for state in {id(s): s for s in states.values()}.values():
+            self._calibrate(state)
+            self._promote(state)
 
     def _feasible(self, state: JobState, values: dict[str, Any], is_baseline: bool) -> bool | None:
         """Constrained mode: the step-time ratio to the baseline timed on the same slot is
@@ -724,7 +800,7 @@ class Runner:
     def _cancel_in_flight(self, job_id: int) -> None:
         for flight in self.in_flight.values():
             if flight.job_id == job_id:
-                flight.slot.actor.cancel.remote(flight.candidate_id, flight.attempt)
+                flight.slot.actor.cancel.remote(flight.candidate_id, flight.attempt, flight.run_id)
 
     def _finish_jobs(self) -> None:
         for state in list(self.jobs.values()):
@@ -753,12 +829,166 @@ class Runner:
                 "failed",
                 f"the baseline did not complete ({baseline['status']}): {baseline.get('reason')}",
             )
-        if self._time_is_up(state):
-            return ("completed", None)
-        done = state.created >= state.config.limits.max_trials or state.exhausted
-        if done and not state.retry:
-            return ("completed", None)
-        return None
+        if state.retry or state.run_queue or not self._search_done(state):
+            return None
+        if self._time_is_up(state) and not state.confirm_started:
+            store.cancel_queued_runs(self.db, state.id, "the job's time limit (limits.max_hours)")
+        else:
+            self._promote(state)
+            if state.run_queue:
+                return None
+        if state.config.confirm is not None and not state.confirm_started:
+            state.confirm_started = True
+            if self._start_confirm(state):
+                return None
+        return ("completed", None)
+
+    def _search_done(self, state: JobState) -> bool:
+        return (
+            state.created >= state.config.limits.max_trials
+            or state.exhausted
+            or self._time_is_up(state)
+        )
+
+    # --- the fidelity ladder, noise calibration and confirmation ----------------------------
+
+    def _queue_runs(self, state: JobState, runs: list[store.NewRun]) -> None:
+        for run in store.insert_runs(self.db, runs):
+            state.runs[run["id"]] = run
+            state.run_queue.append(run["id"])
+
+    def _rung_scores(self, state: JobState, rung: int) -> list[Score]:
+        """Candidates whose runs of `rung` have all finished and produced metrics: their
+        means over seeds (rung 0: their own trials)."""
+        if rung == 0:
+            return list(state.rung0.values())
+        by_candidate: dict[int, list[dict[str, Any]]] = {}
+        for run in state.runs.values():
+            if run["stage"] == "rung" and run["rung"] == rung:
+                by_candidate.setdefault(run["candidate_id"], []).append(run)
+        scores = []
+        limit = state.config.objective.max_step_time_ratio
+        constrained = state.config.objective.mode == "constrained"
+        for candidate_id, runs in by_candidate.items():
+            if any(run["status"] not in CANDIDATE_FINISHED for run in runs):
+                continue
+            done = [
+                r
+                for r in runs
+                if r["status"] == "completed"
+                and r["val_loss"] is not None
+                and r["step_time_ratio"] is not None
+            ]
+            if not done:
+                continue
+            loss = sum(r["val_loss"] for r in done) / len(done)
+            ratio = sum(r["step_time_ratio"] for r in done) / len(done)
+            is_baseline = candidate_id == state.baseline_id
+            feasible = not constrained or (limit >= 1.0 if is_baseline else ratio <= limit)
+            perplexity = sum(r["perplexity"] or math.exp(r["val_loss"]) for r in done) / len(done)
+            scores.append(Score(candidate_id, loss, perplexity, ratio, feasible, is_baseline))
+        return scores
+
+    def _rung_final(self, state: JobState, rung: int) -> bool:
+        """Rung `rung` can get no more results: the search is over and nothing of it, or of
+        a rung below it, is queued or running."""
+        if not self._search_done(state) or state.retry:
+            return False
+        if any(f.job_id == state.id and f.run_id is None for f in self.in_flight.values()):
+            return False
+        return not any(
+            run["stage"] == "rung"
+            and run["rung"] <= rung
+            and run["status"] in ("queued", "running")
+            for run in state.runs.values()
+        )
+
+    def _promote(self, state: JobState) -> None:
+        """Queue the promotions the results so far call for, rung by rung."""
+        rungs = state.config.fidelity.rungs
+        if not rungs or state.status != "running" or state.confirm_started:
+            return
+        for rung in range(len(rungs)):
+            above = {
+                run["candidate_id"]: run["origin"]
+                for run in state.runs.values()
+                if run["stage"] == "rung" and run["rung"] == rung + 1
+            }
+            chosen = ladder.promotions(
+                state.config,
+                rung,
+                self._rung_scores(state, rung),
+                above,
+                final=self._rung_final(state, rung),
+            )
+            budget = ladder.scaled_budget(
+                state.config.trial.budget(), rungs[rung].budget_multiplier
+            )
+            self._queue_runs(
+                state,
+                [
+                    store.NewRun(state.id, p.candidate_id, "rung", p.rung, seed, p.origin, budget)
+                    for p in chosen
+                    for seed in ladder.rung_seeds(state.config, p.rung)
+                ],
+            )
+
+    def _calibrate(self, state: JobState) -> None:
+        """hurdle.margin: auto: once the baseline's own trial and its noise seeds have
+        finished, set the margin from their spread at the hurdle's fraction."""
+        if not state.calibrating or state.baseline is None:
+            return
+        noise = [r for r in state.runs.values() if r["origin"] == "noise"]
+        if any(run["status"] not in CANDIDATE_FINISHED for run in noise):
+            return
+        key = f"{state.config.hurdle.at_fraction:g}"
+        losses = [
+            (row.get("smoothed_loss_at") or {}).get(key)
+            for row in (state.baseline, *noise)
+            if row.get("status") == "completed"
+        ]
+        measured = ladder.auto_margin(losses)
+        state.margin = measured if measured is not None else 0.1
+        store.add_event(
+            self.db,
+            state.id,
+            "job",
+            "calibrated",
+            {"margin": state.margin, "measured": measured is not None, "losses": losses},
+        )
+
+    def _start_confirm(self, state: JobState) -> bool:
+        """Queue the confirmation: the best of the highest rung with results, and the
+        baselines, each with the same fresh seeds at the longer budget. False if there is
+        nothing to confirm."""
+        confirm = state.config.confirm
+        top = max(
+            (r for r in range(len(state.config.fidelity.rungs) + 1) if self._rung_scores(state, r)),
+            default=0,
+        )
+        selected = [
+            s.candidate_id
+            for s in ladder.confirm_selection(state.config, self._rung_scores(state, top))
+        ]
+        space = state.config.search_space.space()
+        baselines = [state.baseline_id] + [
+            state.ids.get(spec_hash(baseline(name, space))) for name in confirm.baselines
+        ]
+        chosen = [c for c in dict.fromkeys([*selected, *baselines]) if c is not None]
+        if not selected or state.baseline_id is None:
+            store.add_event(self.db, state.id, "job", "confirm", {"candidates": [], "rung": top})
+            return False
+        budget = ladder.scaled_budget(state.config.trial.budget(), confirm.budget_multiplier)
+        self._queue_runs(
+            state,
+            [
+                store.NewRun(state.id, candidate_id, "confirm", top, seed, "confirm", budget)
+                for candidate_id in chosen
+                for seed in ladder.confirm_seeds(state.config)
+            ],
+        )
+        store.add_event(self.db, state.id, "job", "confirm", {"candidates": chosen, "rung": top})
+        return True
 
     def _release_idle_pools(self) -> None:
         wanted = {state.shape for state in self.jobs.values()}
@@ -770,6 +1000,22 @@ class Runner:
                     ref: probe for ref, probe in self.probing.items() if probe[0] not in pool.slots
                 }
                 pool.shutdown()
+
+
+def _scores_rung0(state: JobState, row: dict[str, Any]) -> None:
+    """Keep a candidate's own trial's metrics for the ladder's ranking at rung 0."""
+    loss, ratio = row.get("val_loss"), row.get("step_time_ratio")
+    if row.get("status") != "completed" or loss is None or ratio is None:
+        return
+    perplexity = row.get("perplexity") or math.exp(loss)
+    state.rung0[row["id"]] = Score(
+        row["id"],
+        loss,
+        perplexity,
+        ratio,
+        row.get("feasible") is not False,
+        row["id"] == state.baseline_id or bool(row.get("is_baseline")),
+    )
 
 
 def _joins_front(state: JobState, candidate_id: int, row: dict[str, Any]) -> bool:

@@ -18,7 +18,15 @@ from typing import Any
 from sqlalchemy import and_, case, func, insert, or_, select, update
 
 from nas_service.db import Database
-from nas_service.models import RESULT_COLUMNS, Candidate, CurvePoint, Job, JobEvent, utcnow
+from nas_service.models import (
+    RESULT_COLUMNS,
+    Candidate,
+    CurvePoint,
+    Job,
+    JobEvent,
+    Run,
+    utcnow,
+)
 
 # A candidate row as the runner reads it: identity, lineage, status and the result columns.
 ROW_FIELDS = (
@@ -35,11 +43,29 @@ ROW_FIELDS = (
     *RESULT_COLUMNS,
 )
 
+# A run as the runner reads it.
+RUN_FIELDS = (
+    "id",
+    "candidate_id",
+    "stage",
+    "rung",
+    "seed",
+    "origin",
+    "budget",
+    "status",
+    "attempt",
+    *RESULT_COLUMNS,
+)
+
 Event = tuple[str, str, dict[str, Any]]  # kind, message, data
 
 
 def _as_dict(row: Candidate) -> dict[str, Any]:
     return {name: getattr(row, name) for name in ROW_FIELDS}
+
+
+def _run_dict(row: Run) -> dict[str, Any]:
+    return {name: getattr(row, name) for name in RUN_FIELDS}
 
 
 # --- jobs and their leases -------------------------------------------------------------------
@@ -111,6 +137,7 @@ class AdoptedJob:
     data_checksum: str | None
     elapsed_s: float
     rows: list[dict[str, Any]]  # in birth order
+    runs: list[dict[str, Any]]  # in id order
 
 
 def adopt_job(db: Database, job_id: int) -> AdoptedJob:
@@ -139,16 +166,36 @@ def adopt_job(db: Database, job_id: int) -> AdoptedJob:
                 insert(JobEvent), [{**failed, "data": {"candidate_id": c}} for c in spent]
             )
         session.execute(update(Candidate).where(*interrupted).values(status="queued"))
+        _requeue_interrupted_runs(session, job_id, last)
         rows = session.scalars(
             select(Candidate).where(Candidate.job_id == job_id).order_by(Candidate.birth)
         ).all()
+        runs = session.scalars(select(Run).where(Run.job_id == job_id).order_by(Run.id)).all()
         return AdoptedJob(
             config=job.config,
             status=job.status,
             data_checksum=job.data_checksum,
             elapsed_s=(utcnow() - job.started_at).total_seconds(),
             rows=[_as_dict(row) for row in rows],
+            runs=[_run_dict(run) for run in runs],
         )
+
+
+def _requeue_interrupted_runs(session: Any, job_id: int, last: int) -> None:
+    """Runs interrupted under a previous runner: queued again, or failed after their last
+    attempt (as candidates' own rows are)."""
+    interrupted = (Run.job_id == job_id, Run.status == "running")
+    session.execute(
+        update(Run)
+        .where(*interrupted, Run.attempt >= last)
+        .values(
+            status="failed",
+            reason=f"interrupted during its last attempt (attempt {last} of {last}): "
+            "the runner or its worker stopped",
+            finished_at=utcnow(),
+        )
+    )
+    session.execute(update(Run).where(*interrupted).values(status="queued"))
 
 
 def sibling_configs(db: Database, job_id: int, checksum: str | None) -> list[tuple[int, dict]]:
@@ -182,10 +229,16 @@ def finish_job(
             .returning(Job.status)
         )
         if final is not None:
+            ended = {"status": "cancelled", "reason": "job ended before it ran"}
             session.execute(
                 update(Candidate)
                 .where(Candidate.job_id == job_id, Candidate.status == "queued")
-                .values(status="cancelled", reason="job ended before it ran", finished_at=utcnow())
+                .values(**ended, finished_at=utcnow())
+            )
+            session.execute(
+                update(Run)
+                .where(Run.job_id == job_id, Run.status == "queued")
+                .values(**ended, finished_at=utcnow())
             )
             session.add(JobEvent(job_id=job_id, kind="job", message=final, data={"status": final}))
         return final
@@ -319,13 +372,15 @@ def insert_reused(
 
 @dataclass
 class Outcome:
-    """A finished attempt to record: the candidate's new column values and its curve."""
+    """A finished attempt to record: the new column values and the curve of the candidate's
+    own row, or of one of its runs (`run_id`)."""
 
     job_id: int
     candidate_id: int
     attempt: int
     values: dict[str, Any]
     curve: list[tuple[float, float | None]] = field(default_factory=list)
+    run_id: int | None = None
 
 
 def record_outcomes(
@@ -340,23 +395,30 @@ def record_outcomes(
     recorded = []
     with db.transaction() as session:
         for outcome in outcomes:
-            took = session.execute(
-                update(Candidate)
-                .where(*_current(outcome.candidate_id, outcome.attempt))
-                .values(**outcome.values)
-            ).rowcount
+            if outcome.run_id is not None:
+                took = session.execute(
+                    update(Run)
+                    .where(*_current_run(outcome.run_id, outcome.attempt))
+                    .values(**outcome.values, curve=[list(point) for point in outcome.curve])
+                ).rowcount
+            else:
+                took = session.execute(
+                    update(Candidate)
+                    .where(*_current(outcome.candidate_id, outcome.attempt))
+                    .values(**outcome.values)
+                ).rowcount
             if not took:
                 continue
             curve = [
                 {"candidate_id": outcome.candidate_id, "index": i, "train_s": t, "loss": loss}
                 for i, (t, loss) in enumerate(outcome.curve)
             ]
-            if curve:  # one multi-row INSERT, not one per point
+            if curve and outcome.run_id is None:  # one multi-row INSERT, not one per point
                 session.execute(insert(CurvePoint), curve)
-            events = [
-                ("trial", outcome.values["status"], {"candidate_id": outcome.candidate_id}),
-                *extra_events(outcome),
-            ]
+            data = {"candidate_id": outcome.candidate_id}
+            if outcome.run_id is not None:
+                data["run_id"] = outcome.run_id
+            events = [("trial", outcome.values["status"], data), *extra_events(outcome)]
             session.execute(
                 insert(JobEvent),
                 [
@@ -376,25 +438,133 @@ def requeue(
     reason: str,
     max_attempts: int,
     refund: bool = False,
+    run_id: int | None = None,
 ) -> bool:
-    """Put a running attempt back in the queue (same row) while attempts are left; False if
-    none is left or it is no longer the current attempt. `refund`: it never ran (the worker
-    refused it), so its attempt is given back and the limit does not apply."""
+    """Put a running attempt (of the candidate's row, or of its run `run_id`) back in the
+    queue (same row) while attempts are left; False if none is left or it is no longer the
+    current attempt. `refund`: it never ran (the worker refused it), so its attempt is given
+    back and the limit does not apply."""
+    table = Candidate if run_id is None else Run
     values: dict[str, Any] = {"status": "queued", "reason": f"{reason} (attempt {attempt})"}
-    where = [*_current(candidate_id, attempt)]
+    where = [
+        *(_current(candidate_id, attempt) if run_id is None else _current_run(run_id, attempt))
+    ]
     if refund:
-        values["attempt"] = Candidate.attempt - 1
+        values["attempt"] = table.attempt - 1
     else:
-        where.append(Candidate.attempt < max_attempts)
+        where.append(table.attempt < max_attempts)
     with db.transaction() as session:
-        took = session.execute(update(Candidate).where(*where).values(**values)).rowcount
+        took = session.execute(update(table).where(*where).values(**values)).rowcount
         if took:
+            data = {"candidate_id": candidate_id, "attempt": attempt}
+            if run_id is not None:
+                data["run_id"] = run_id
+            session.add(JobEvent(job_id=job_id, kind="trial", message="retry", data=data))
+        return bool(took)
+
+
+# --- runs: higher rungs, noise seeds, confirmation ---------------------------------------------
+
+
+def _current_run(run_id: int, attempt: int) -> tuple[Any, ...]:
+    return (Run.id == run_id, Run.attempt == attempt, Run.status == "running")
+
+
+@dataclass(frozen=True)
+class NewRun:
+    job_id: int
+    candidate_id: int
+    stage: str
+    rung: int
+    seed: int
+    origin: str
+    budget: dict[str, float]
+
+
+def insert_runs(db: Database, runs: Sequence[NewRun]) -> list[dict[str, Any]]:
+    """Queue runs, skipping those whose key (candidate, stage, rung, seed) exists (a
+    promotion decided twice, by two runners or after a restart, queues it once); a rung run
+    raises its candidate's `rung`. Returns the runs queued now."""
+    if not runs:
+        return []
+    queued = []
+    with db.transaction() as session:
+        candidate_ids = {run.candidate_id for run in runs}
+        existing = set(
+            session.execute(
+                select(Run.candidate_id, Run.stage, Run.rung, Run.seed).where(
+                    Run.candidate_id.in_(candidate_ids)
+                )
+            ).all()
+        )
+        for new in runs:
+            key = (new.candidate_id, new.stage, new.rung, new.seed)
+            if key in existing:
+                continue
+            existing.add(key)
+            row = Run(**new.__dict__, status="queued", attempt=0)
+            session.add(row)
+            session.flush()
+            queued.append(_run_dict(row))
+            if new.stage == "rung" and new.rung > 0:
+                session.execute(
+                    update(Candidate)
+                    .where(Candidate.id == new.candidate_id, Candidate.rung < new.rung)
+                    .values(rung=new.rung)
+                )
             session.add(
                 JobEvent(
-                    job_id=job_id,
-                    kind="trial",
-                    message="retry",
-                    data={"candidate_id": candidate_id, "attempt": attempt},
+                    job_id=new.job_id,
+                    kind="run",
+                    message="queued",
+                    data={
+                        "candidate_id": new.candidate_id,
+                        "run_id": row.id,
+                        "stage": new.stage,
+                        "rung": new.rung,
+                        "seed": new.seed,
+                        "origin": new.origin,
+                    },
                 )
             )
-        return bool(took)
+    return queued
+
+
+def start_run(
+    db: Database, job_id: int, run_id: int, slot: int
+) -> tuple[int, dict[str, Any]] | None:
+    """Run a queued run as its next attempt on `slot`: (attempt, the candidate's spec), or
+    None if it is no longer queued."""
+    with db.transaction() as session:
+        started = session.execute(
+            update(Run)
+            .where(Run.id == run_id, Run.status == "queued")
+            .values(status="running", attempt=Run.attempt + 1, started_at=utcnow(), slot=slot)
+            .returning(Run.attempt, Run.candidate_id)
+        ).first()
+        if started is None:
+            return None
+        spec = session.scalar(select(Candidate.spec).where(Candidate.id == started.candidate_id))
+        session.add(
+            JobEvent(
+                job_id=job_id,
+                kind="trial",
+                message="started",
+                data={
+                    "candidate_id": started.candidate_id,
+                    "run_id": run_id,
+                    "attempt": started.attempt,
+                },
+            )
+        )
+        return started.attempt, spec
+
+
+def cancel_queued_runs(db: Database, job_id: int, why: str) -> None:
+    """Queued runs that will not run (the job's time is up)."""
+    with db.transaction() as session:
+        session.execute(
+            update(Run)
+            .where(Run.job_id == job_id, Run.status == "queued")
+            .values(status="cancelled", reason=f"not run: {why}", finished_at=utcnow())
+        )

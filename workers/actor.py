@@ -53,7 +53,7 @@ class TrialWorker:
         self._cache_dir = cache_dir
         self._programs = LRUCache(program_cache_size)  # compiled steps, by program_key
         self._datasets = DatasetCache(data)
-        self._cancelled: set[tuple[int, int]] = set()
+        self._cancelled: set[tuple[int, int, int | None]] = set()
         self._busy = threading.Lock()
 
     def info(self) -> dict[str, Any]:
@@ -69,16 +69,17 @@ class TrialWorker:
             "device": fingerprint(),
         }
 
-    def cancel(self, candidate_id: int, attempt: int) -> None:
+    def cancel(self, candidate_id: int, attempt: int, run_id: int | None = None) -> None:
         """Stop that trial at its next step (or before it starts, if it has not)."""
-        self._cancelled.add((candidate_id, attempt))
+        self._cancelled.add((candidate_id, attempt, run_id))
 
     def run(self, request: dict[str, Any]) -> dict[str, Any]:
         """Train one trial. Request: candidate_id, attempt, spec (JSON object), budget
         ({"seconds": s} | {"steps": n} | {"flops": f}, or budget_s), data (source string),
-        seed, and optionally config (TrainConfig fields) and reference (the spec whose step
-        time, measured on this slot, is the trial's unit of step time)."""
-        key = (request["candidate_id"], request["attempt"])
+        seed, and optionally run_id (a run of the candidate other than its own trial), config
+        (TrainConfig fields) and reference (the spec whose step time, measured on this slot,
+        is the trial's unit of step time)."""
+        key = (request["candidate_id"], request["attempt"], request.get("run_id"))
         if not self._busy.acquire(blocking=False):
             raise RuntimeError(f"worker slot {self.slot} is already running a trial")
         try:
@@ -89,12 +90,13 @@ class TrialWorker:
         return {
             "candidate_id": key[0],
             "attempt": key[1],
+            "run_id": key[2],
             "node_id": ray.get_runtime_context().get_node_id(),
             "slot": self.slot,
             "result": result,
         }
 
-    def _run(self, request: dict[str, Any], key: tuple[int, int]) -> dict[str, Any]:
+    def _run(self, request: dict[str, Any], key: tuple[int, int, int | None]) -> dict[str, Any]:
         trainer = self._trainer
         try:
             spec = ArchSpec.model_validate(request["spec"])

@@ -89,8 +89,11 @@ class TrainConfig:
     # the budget-free schedule makes a long trial's prefix the short trial, so one run gives
     # its own fidelity curve.
     eval_at: tuple[float, ...] = (0.25, 0.5, 1.0)
-    # Steps of the reference block timed on the same slot (half before training, half after).
+    # Steps of the reference block timed on the same slot, in `reference_windows` windows
+    # spread evenly over training (2: half before training, half after; more interleave
+    # the two blocks A-B-A-B, as confirmation runs do).
     reference_steps: int = 8
+    reference_windows: int = 2
 
 
 # The TrainConfig fields that change the compiled program (the rest steer the loop).
@@ -337,6 +340,14 @@ def train_proxy(
         return TrialResult(status="failed", reason=reason, traceback=traceback.format_exc(), **base)
 
 
+def _reference_windows(steps: int, windows: int) -> list[tuple[float, int]]:
+    """(fraction of the budget, reference steps) for each timing window, evenly spread from
+    before training (0) to after it (1); at least one step per window."""
+    windows = max(2, min(windows, steps))
+    sizes = [len(part) for part in np.array_split(np.arange(steps), windows)]
+    return [(i / (windows - 1), size) for i, size in enumerate(sizes)]
+
+
 class _Reference:
     """The reference block's compiled step and state, timed in short windows on this slot."""
 
@@ -431,9 +442,10 @@ class _Trial:
         config, budget = self.config, self.budget
         tokens_per_step = config.batch_size * self.spec.seq_len
         step_limit = budget.step_limit(train_flops_per_token, tokens_per_step)
-        half = config.reference_steps // 2
+        windows = _reference_windows(config.reference_steps, config.reference_windows)
+        first = windows.pop(0)[1]
         if self.reference is not None and not (should_stop is not None and should_stop()):
-            self.reference.time(config.reference_steps - half)
+            self.reference.time(first)
 
         def spent() -> float:  # the fraction of the budget used so far
             if step_limit is not None:
@@ -448,8 +460,10 @@ class _Trial:
                 *(f for f in config.eval_at if f < 1),
                 *(fraction for fraction, _ in config.hurdles),
                 *((config.step_hurdle[0],) if config.step_hurdle else ()),
+                *(fraction for fraction, _ in windows[:-1]),
             }
         )
+        interleaved = dict(windows[:-1]) if self.reference is not None else {}
         hurdles = dict(config.hurdles)
         train_s = data_s = 0.0
         status, reason = "ok", None
@@ -488,6 +502,8 @@ class _Trial:
                     smoothed_at[f"{fraction:g}"] = smoothed
                 if fraction in config.eval_at and fraction < 1:
                     val_at[f"{fraction:g}"] = self.validation_loss()
+                if fraction in interleaved:
+                    self.reference.time(interleaved.pop(fraction))
                 reason = reason or self._hurdle(fraction, smoothed, hurdles)
             if reason is not None:
                 status = "pruned"
@@ -497,7 +513,7 @@ class _Trial:
                 {f"{f:g}": smoothed for f in checkpoints if f in config.report_fractions}
             )
         if self.reference is not None and status != "cancelled":
-            self.reference.time(half)
+            self.reference.time(windows[-1][1] + sum(interleaved.values()))
 
         steady = self.step_times[config.timing_warmup_steps :] or self.step_times
         step_s = float(np.median(steady)) if steady else None
