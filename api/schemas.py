@@ -7,9 +7,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from nas_service.job_config import JobConfig
+from nas_service.job_config import ConfirmConfig, JobConfig
 
 JobCreate = JobConfig  # the job file's shape is the request body
+ConfirmCreate = ConfirmConfig  # the job file's `confirm` section is the request body
 
 
 class Progress(BaseModel):
@@ -32,6 +33,10 @@ class Progress(BaseModel):
     front_size: int = Field(description="Candidates on the Pareto front (as /pareto).")
     front: list[int] = Field(
         description="Ids on the Pareto front of (perplexity, step_time_ratio), by ratio."
+    )
+    rung: int = Field(
+        description="The rung of the fidelity ladder the best candidate and the front come "
+        "from: the highest with results (0 without a ladder)."
     )
     elapsed_s: float | None
     eta_s: float | None
@@ -81,6 +86,10 @@ class CandidatePublic(BaseModel):
         )
     )
     reused_from_id: int | None
+    rung: int = Field(
+        description="The highest rung of the fidelity ladder it was promoted to (0: the "
+        "search's own trial; the candidate's own columns are that trial's result)."
+    )
     reason: str | None
     val_loss: float | None = Field(
         description="Validation loss (nats per token) at the end of the training budget."
@@ -133,6 +142,52 @@ class CandidatePublic(BaseModel):
     finished_at: datetime | None
 
 
+class Summary(BaseModel):
+    """A figure over seeds: the mean, its standard error and 95% t interval (null with
+    fewer than 2 seeds), and how many seeds."""
+
+    mean: float | None
+    se: float | None
+    low: float | None
+    high: float | None
+    n: int
+
+
+class RunPublic(BaseModel):
+    id: int | None = Field(description="Null for the candidate's own trial (rung 0).")
+    stage: str = Field(description="`rung` (the fidelity ladder) or `confirm`.")
+    rung: int
+    seed: int = Field(description="The seed the trainer was given.")
+    origin: str = Field(
+        description="Why it ran: search (the candidate's own trial), rank or random "
+        "(promoted), baseline (every rung's reference), noise (the baseline's calibration "
+        "seeds), confirm."
+    )
+    attempt: int
+    status: str
+    budget: dict[str, float]
+    reason: str | None
+    val_loss: float | None
+    perplexity: float | None
+    step_time_ratio: float | None
+    step_time_ms: float | None
+    reference_step_time_ms: float | None
+    steps: int | None
+    train_s: float | None
+    device_kind: str | None = None
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class RungSummary(BaseModel):
+    stage: str
+    rung: int
+    runs: int = Field(description="Completed runs (seeds) behind the figures.")
+    val_loss: Summary
+    perplexity: Summary
+    step_time_ratio: Summary
+
+
 class CandidatesPublic(BaseModel):
     items: list[CandidatePublic]
     total: int
@@ -160,6 +215,10 @@ class CandidateDetail(CandidatePublic):
     )
     curve: list[tuple[float, float | None]]
     lineage: list[LineageStep]
+    runs: list[RunPublic] = Field(description="Its runs: its own trial first, then the others.")
+    rungs: list[RungSummary] = Field(
+        description="Per (stage, rung): the mean over seeds with its standard error."
+    )
 
 
 class Preset(BaseModel):
@@ -226,6 +285,124 @@ class HypervolumePublic(BaseModel):
     hypervolume: list[float] = Field(
         description="Area of (perplexity, step_time_ratio) space dominated by the front."
     )
+
+
+class RungPoint(BaseModel):
+    candidate_id: int
+    is_baseline: bool
+    origin: str
+    feasible: bool | None
+    seeds: int
+    val_loss: Summary
+    perplexity: Summary
+    step_time_ratio: Summary
+
+
+class Rung(BaseModel):
+    rung: int
+    budget: dict[str, float]
+    seeds: int
+    candidates: int = Field(description="Candidates at this rung (rung 0: the whole search).")
+    front: list[int] = Field(description="This rung's Pareto front (feasible), by ratio.")
+    points: list[RungPoint] = Field(
+        description="Rung 0: its front, the baseline and those promoted from it."
+    )
+
+
+class RungsPublic(BaseModel):
+    top_rung: int = Field(
+        description="The highest rung with results: the job's front and best are its."
+    )
+    rungs: list[Rung]
+
+
+class FidelityPoint(BaseModel):
+    candidate_id: int
+    origin: str
+    low: float
+    high: float
+
+
+class FidelityPair(BaseModel):
+    low: int
+    high: int
+    n: int = Field(description="Candidates with results at both rungs.")
+    spearman: float | None
+    spearman_interval: list[float] | None = Field(description="Bootstrap 95% interval.")
+    kendall: float | None
+    kendall_interval: list[float] | None
+    top_k: int | None
+    top_k_recall: float | None = Field(
+        description="Share of the higher rung's top k that the lower rung also ranks top k."
+    )
+    points: list[FidelityPoint]
+
+
+class RungNoise(BaseModel):
+    rung: int
+    noise_floor: float | None = Field(
+        description="Pooled standard deviation of val_loss over seeds of the same candidate."
+    )
+    noise_candidates: int
+    noise_runs: int
+    spread: float | None = Field(description="Standard deviation of the candidates' means.")
+    spread_candidates: int
+    signal_to_noise: float | None
+
+
+class FidelityPublic(BaseModel):
+    metric: str
+    pairs: list[FidelityPair]
+    noise: list[RungNoise]
+    margin: float | None = Field(
+        description="The hurdle's margin: configured, or measured (hurdle.margin: auto)."
+    )
+
+
+class Difference(BaseModel):
+    n: int
+    mean: float | None
+    low: float | None
+    high: float | None
+    p_value: float | None
+
+
+class ConfirmedCandidate(BaseModel):
+    candidate_id: int
+    name: str | None
+    is_baseline: bool
+    search_rank: int | None
+    seeds: int
+    failed_runs: int
+    val_loss: Summary
+    perplexity: Summary
+    step_time_ratio: Summary
+    difference: Difference | None = Field(
+        description="Paired by seed: val_loss minus the baseline's, with its interval."
+    )
+    significant: bool
+    feasible: bool | None
+    beats_baseline: bool
+
+
+class ConfirmationPublic(BaseModel):
+    status: str = Field(description="not_requested, running or done.")
+    rung: int | None = None
+    seeds: list[int] | None = None
+    budget: dict[str, float] | None = None
+    alpha: float | None = None
+    correction: str | None = None
+    interval_confidence: float | None = None
+    compared: int | None = None
+    baseline_id: int | None = None
+    candidates: list[ConfirmedCandidate] = Field(default_factory=list)
+    rank_correlation: dict[str, Any] | None = None
+    winner: int | None = Field(
+        default=None,
+        description="The declared winner: the best block whose Holm-corrected interval "
+        "beats the baseline; null while running and when none was shown to.",
+    )
+    verdict: str | None = None
 
 
 class Message(BaseModel):

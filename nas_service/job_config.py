@@ -294,6 +294,22 @@ class JobConfig(_Section):
     seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = 0
 
     @model_validator(mode="after")
+    def _confirmed_baselines_are_candidates(self) -> JobConfig:
+        """Confirmation retrains candidates of the job: a baseline must be one."""
+        if self.confirm is None:
+            return self
+        space = self.search_space.space()
+        for i, name in enumerate(self.confirm.baselines):
+            if name == self.objective.baseline:
+                continue
+            if name not in self.evolution.initial or not space.contains(baseline(name, space)):
+                raise ValueError(
+                    f"confirm.baselines.{i}: {name!r} is not a candidate of this job (it must "
+                    "be in evolution.initial and in the search space)"
+                )
+        return self
+
+    @model_validator(mode="after")
     def _auto_margin_needs_noise(self) -> JobConfig:
         if self.hurdle.margin == "auto" and self.fidelity.noise_seeds < 2:
             raise ValueError(

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import and_, or_, select, update
 
 from nas_service.db import Database
-from nas_service.job_config import JobConfig
+from nas_service.job_config import ConfirmConfig, JobConfig
 from nas_service.models import JOB_ACTIVE, Candidate, Job, JobEvent, utcnow
 from nas_service.settings import get_settings
 from workers.data import DatasetError, load_dataset, resolve_source
@@ -187,3 +187,30 @@ def candidates(db: Database, job_id: int) -> list[Candidate]:
     with db.sessions() as session:
         query = select(Candidate).where(Candidate.job_id == job_id).order_by(Candidate.birth)
         return list(session.scalars(query))
+
+
+def request_confirmation(db: Database, job_id: int, confirm: ConfirmConfig) -> Job:
+    """Confirm a completed job's best: its config gains the `confirm` section and it goes
+    back to the queue, where a runner retrains the chosen blocks and finishes it again. A
+    compare-and-set on (completed, no confirmation yet), so two requests confirm once."""
+    with db.transaction() as session:
+        job = session.get(Job, job_id)
+        if job is None:
+            raise JobNotFound(f"job {job_id} not found")
+        if job.status != "completed":
+            raise JobConflict(
+                "status", f"only a completed job can be confirmed (it is {job.status})"
+            )
+        if job.config.get("confirm") is not None:
+            raise JobConflict("confirm", f"job {job_id} has a confirmation already")
+        config = {**job.config, "confirm": confirm.model_dump(mode="json")}
+        JobConfig.model_validate(config)  # the job's own checks still hold
+        changed = session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status == "completed", Job.updated_at == job.updated_at)
+            .values(config=config, status="queued", finished_at=None, updated_at=utcnow())
+        ).rowcount
+        if not changed:
+            raise JobConflict("status", f"job {job_id} changed meanwhile: try again")
+        session.add(JobEvent(job_id=job_id, kind="job", message="confirm", data=config["confirm"]))
+    return get(db, job_id)

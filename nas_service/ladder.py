@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from nas_service.job_config import JobConfig
 from nas_service.pareto import nondominated_ranks
@@ -36,6 +37,42 @@ class Score:
     step_time_ratio: float
     feasible: bool
     is_baseline: bool = False
+
+
+FINISHED = ("completed", "failed", "pruned", "diverged", "cancelled")
+
+
+def scores_from_runs(
+    runs: Iterable[Mapping[str, Any]], config: JobConfig, baseline_id: int | None
+) -> list[Score]:
+    """Candidates' scores at one rung from their runs there: a candidate counts once all its
+    runs have finished and at least one completed with metrics; its figures are the means
+    over those. Feasibility (constrained mode) is the mean step-time ratio within the limit."""
+    by_candidate: dict[int, list[Mapping[str, Any]]] = {}
+    for run in runs:
+        by_candidate.setdefault(run["candidate_id"], []).append(run)
+    limit = config.objective.max_step_time_ratio
+    constrained = config.objective.mode == "constrained"
+    scores = []
+    for candidate_id, group in by_candidate.items():
+        if any(run["status"] not in FINISHED for run in group):
+            continue
+        done = [
+            r
+            for r in group
+            if r["status"] == "completed"
+            and r["val_loss"] is not None
+            and r["step_time_ratio"] is not None
+        ]
+        if not done:
+            continue
+        loss = sum(r["val_loss"] for r in done) / len(done)
+        ratio = sum(r["step_time_ratio"] for r in done) / len(done)
+        perplexity = sum(r["perplexity"] or math.exp(r["val_loss"]) for r in done) / len(done)
+        is_baseline = candidate_id == baseline_id
+        feasible = not constrained or (limit >= 1.0 if is_baseline else ratio <= limit)
+        scores.append(Score(candidate_id, loss, perplexity, ratio, feasible, is_baseline))
+    return scores
 
 
 def ranking(scores: Sequence[Score], mode: str) -> list[Score]:
@@ -134,9 +171,11 @@ def promotions(
             continue
         if random_draw(config.seed, score.candidate_id, entering) < share:
             out.append(Promotion(score.candidate_id, entering, "random"))
-    for score in scores:  # the reference of every rung, and of the fidelity estimate
-        if score.is_baseline and score.candidate_id not in above:
-            out.append(Promotion(score.candidate_id, entering, "baseline"))
+    if out or any(origin != "baseline" for origin in above.values()):
+        # The baseline joins every rung that has a candidate: its reference there.
+        for score in scores:
+            if score.is_baseline and score.candidate_id not in above:
+                out.append(Promotion(score.candidate_id, entering, "baseline"))
     return out
 
 

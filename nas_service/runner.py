@@ -144,6 +144,12 @@ class JobState:
         """hurdle.margin: auto and the baseline's noise seeds are not all measured yet."""
         return self.config.hurdle.margin == "auto" and self.margin is None
 
+    @property
+    def baseline_first(self) -> bool:
+        """The baseline is written and it (and its noise seeds) must finish before any other
+        candidate starts: hurdles and the constraint need them."""
+        return self.baseline_id is not None and (self.baseline is None or self.calibrating)
+
 
 def objectives(config: JobConfig, row: dict[str, Any]) -> tuple[float, float] | None:
     """(quality, cost) for the designer: perplexity (pareto) or validation loss
@@ -388,9 +394,7 @@ class Runner:
             return False
         if self._time_is_up(state) and not state.confirm_started:
             return False
-        if (state.baseline_id is not None and state.baseline is None) or state.calibrating:
-            # The baseline (and its noise seeds) train first: hurdles and the constraint
-            # need them.
+        if state.baseline_first:
             return bool(state.run_queue) or (bool(state.retry) and state.in_flight == 0)
         return bool(state.retry or state.run_queue) or (
             state.created < state.config.limits.max_trials and not state.exhausted
@@ -434,7 +438,7 @@ class Runner:
                 run = state.runs[run_id]
                 run.update(status="running", attempt=started[0])
                 return run["candidate_id"], *started, run_id
-        if (state.baseline_id is not None and state.baseline is None) or state.calibrating:
+        if state.baseline_first:
             return None
         if self._time_is_up(state):
             return None
@@ -862,32 +866,10 @@ class Runner:
         means over seeds (rung 0: their own trials)."""
         if rung == 0:
             return list(state.rung0.values())
-        by_candidate: dict[int, list[dict[str, Any]]] = {}
-        for run in state.runs.values():
-            if run["stage"] == "rung" and run["rung"] == rung:
-                by_candidate.setdefault(run["candidate_id"], []).append(run)
-        scores = []
-        limit = state.config.objective.max_step_time_ratio
-        constrained = state.config.objective.mode == "constrained"
-        for candidate_id, runs in by_candidate.items():
-            if any(run["status"] not in CANDIDATE_FINISHED for run in runs):
-                continue
-            done = [
-                r
-                for r in runs
-                if r["status"] == "completed"
-                and r["val_loss"] is not None
-                and r["step_time_ratio"] is not None
-            ]
-            if not done:
-                continue
-            loss = sum(r["val_loss"] for r in done) / len(done)
-            ratio = sum(r["step_time_ratio"] for r in done) / len(done)
-            is_baseline = candidate_id == state.baseline_id
-            feasible = not constrained or (limit >= 1.0 if is_baseline else ratio <= limit)
-            perplexity = sum(r["perplexity"] or math.exp(r["val_loss"]) for r in done) / len(done)
-            scores.append(Score(candidate_id, loss, perplexity, ratio, feasible, is_baseline))
-        return scores
+        runs = (
+            run for run in state.runs.values() if run["stage"] == "rung" and run["rung"] == rung
+        )
+        return ladder.scores_from_runs(runs, state.config, state.baseline_id)
 
     def _rung_final(self, state: JobState, rung: int) -> bool:
         """Rung `rung` can get no more results: the search is over and nothing of it, or of

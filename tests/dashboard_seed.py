@@ -21,7 +21,7 @@ from sqlalchemy import insert, select
 from nas_service import jobs
 from nas_service.db import Database
 from nas_service.job_config import JobConfig
-from nas_service.models import Candidate, CurvePoint, Job, JobEvent
+from nas_service.models import Candidate, CurvePoint, Job, JobEvent, Run
 from search_space import baseline, mutate, sample, spec_hash
 from search_space.space import PROXY_CPU
 
@@ -142,13 +142,23 @@ def candidate_row(
     }
 
 
-def seed_job(db: Database, dataset: str, n: int, name: str, seed: int = 0) -> SeededJob:
-    """A running job with `n` finished candidates (the first is the GLaM baseline)."""
+def seed_job(
+    db: Database,
+    dataset: str,
+    n: int,
+    name: str,
+    seed: int = 0,
+    status: str = "running",
+    **settings,
+) -> SeededJob:
+    """A job with `n` finished candidates (the first is the GLaM baseline), `running` unless
+    told; `settings`: more JobConfig sections (fidelity, confirm)."""
     config = JobConfig(
         name=name,
         dataset=dataset,
         limits={"max_trials": n + 20},
         objective={"mode": "constrained", "max_step_time_ratio": 1.2},
+        **settings,
     )
     job = jobs.submit(db, config)
     rng = np.random.default_rng(seed)
@@ -172,9 +182,11 @@ def seed_job(db: Database, dataset: str, n: int, name: str, seed: int = 0) -> Se
     ids: list[int] = []
     with db.transaction() as session:
         row = session.get(Job, job.id)
-        row.status = "running"
+        row.status = status
         row.started_at = row.created_at
         start = row.created_at
+        if status == "completed":
+            row.finished_at = start + timedelta(seconds=10 * n + 600)
         reference = None
         for birth, spec in enumerate(specs):
             values = candidate_row(
@@ -272,3 +284,194 @@ def add_finished(
             )
         )
         return candidate.id
+
+
+# --- the fidelity ladder: runs above rung 0, noise seeds, confirmation ------------------------
+
+LADDER = {
+    "fidelity": {
+        "rungs": [{"budget_multiplier": 4, "promote": 0.3, "seeds": 3}],
+        "random_share": 0.2,
+        "noise_seeds": 3,
+    },
+    "confirm": {"top_k": 2, "seeds": 3, "budget_multiplier": 8},
+}
+CONFIRM_SEED_OFFSET = 1_000_003  # as nas_service.ladder: fresh seeds, none of the search's
+RUNG1_SEED_SHIFT = (-0.012, 0.004, 0.009)  # each rung-1 seed's offset from the candidate's mean
+NOISE_SHIFT = (0.021, -0.016)  # the baseline's noise seeds at rung 0, from its own trial
+# Confirmation, per fresh seed: the baseline, and each confirmed candidate minus the baseline.
+CONFIRM_BASELINE_SHIFT = (0.0, 0.03, -0.02)
+CONFIRM_WINNER_DIFF = (-0.20, -0.21, -0.19)  # clearly better on every seed
+CONFIRM_OTHER_DIFF = (-0.05, 0.06, 0.01)  # within the noise
+
+
+@dataclass
+class LadderJob:
+    """A completed job with a fidelity ladder and a finished confirmation, with its numbers."""
+
+    job: SeededJob
+    seed: int  # the job's seed: rung 0's
+    rung0: dict[int, float]  # candidate id -> its own trial's val_loss
+    rung1: dict[int, list[float | None]]  # candidate id -> val_loss per rung-1 seed
+    origins: dict[int, str]  # candidate id -> why it reached rung 1
+    noise: list[float]  # the baseline's rung-0 val_loss: its own trial, then its noise seeds
+    confirm: dict[int, list[float]]  # candidate id -> val_loss per confirmation seed
+    winner: int
+    runner_up: int
+
+    @property
+    def rung1_means(self) -> dict[int, float]:
+        return {
+            c: float(np.mean([v for v in values if v is not None]))
+            for c, values in self.rung1.items()
+        }
+
+
+def run_row(
+    job_id: int,
+    candidate: Candidate,
+    stage: str,
+    rung: int,
+    seed: int,
+    origin: str,
+    budget: dict,
+    val_loss: float | None,
+    ratio: float,
+    at,
+) -> dict:
+    """A finished run's columns, as the runner records them (None: the run failed)."""
+    ok = val_loss is not None
+    step = (candidate.step_time_ms or 50.0) / (candidate.step_time_ratio or 1.0) * ratio
+    seconds = budget.get("seconds", 30.0)
+    return {
+        "job_id": job_id,
+        "candidate_id": candidate.id,
+        "stage": stage,
+        "rung": rung,
+        "seed": seed,
+        "origin": origin,
+        "budget": budget,
+        "status": "completed" if ok else "failed",
+        "attempt": 1 if ok else 2,
+        "slot": 0,
+        "device_kind": DEVICE_KIND,
+        "reason": None if ok else "out of memory: RESOURCE_EXHAUSTED while allocating 16.0 GiB",
+        "val_loss": val_loss,
+        "perplexity": math.exp(val_loss) if ok else None,
+        "step_time_ms": step if ok else None,
+        "reference_step_time_ms": step / ratio if ok else None,
+        "step_time_ratio": ratio if ok else None,
+        "steps": int(1000 * seconds / step) if ok else None,
+        "train_s": seconds if ok else None,
+        "curve": (
+            [[seconds * k / 10, val_loss + 2.0 * math.exp(-k / 3)] for k in range(11)]
+            if ok
+            else None
+        ),
+        "created_at": at,
+        "started_at": at + timedelta(seconds=1),
+        "finished_at": at + timedelta(seconds=1 + seconds),
+    }
+
+
+def seed_ladder_job(db: Database, dataset: str, n: int, name: str, seed: int = 4) -> LadderJob:
+    """A completed job of `n` candidates with a rung above the search (3 seeds, budget x4):
+    the best six by rank (one with a failed seed), two at random (one of them too slow) and the
+    baseline; the baseline's noise seeds at rung 0; and a finished confirmation of the best two
+    and the baseline over 3 fresh seeds, the best beating the baseline on every seed."""
+    job = seed_job(db, dataset, n, name, seed=seed, status="completed", **LADDER)
+    rng = np.random.default_rng(seed + 100)
+    config = JobConfig.model_validate(jobs.get(db, job.id).config)
+    trial = config.trial.budget()
+    job_seed = config.seed  # rung 0's; each rung's seeds count up from it
+    ((kind, amount),) = trial.items()
+    rung1_budget = {kind: amount * 4}
+    confirm_budget = {kind: amount * 8}
+    with db.transaction() as session:
+        rows = {
+            c.id: c for c in session.scalars(select(Candidate).where(Candidate.job_id == job.id))
+        }
+        scored = {i: c for i, c in rows.items() if c.status == "completed"}
+        base = rows[job.baseline_id]
+        feasible = sorted(
+            (c for c in scored.values() if c.feasible and not c.is_baseline),
+            key=lambda c: (c.val_loss, c.id),
+        )
+        infeasible = [c for c in scored.values() if c.feasible is False]
+        origins = {c.id: "rank" for c in feasible[:6]}
+        origins[feasible[-1].id] = "random"
+        origins[infeasible[0].id] = "random"
+        origins[base.id] = "baseline"
+        rung0 = {c: rows[c].val_loss for c in origins}
+        # Longer training: lower losses, ranked much as rung 0 ranked them, not exactly.
+        means = {c: 0.85 * rung0[c] + float(rng.normal(0, 0.02)) for c in origins}
+        rung1: dict[int, list[float | None]] = {}
+        failed_seed = feasible[5].id  # its third seed ran out of memory
+        at = base.finished_at + timedelta(seconds=60)
+        runs = []
+        for c, origin in origins.items():
+            values: list[float | None] = [means[c] + shift for shift in RUNG1_SEED_SHIFT]
+            if c == failed_seed:
+                values[2] = None
+            rung1[c] = values
+            for i, value in enumerate(values):
+                ratio = (rows[c].step_time_ratio or 1.0) * (1 + 0.01 * (i - 1))
+                runs.append(
+                    run_row(
+                        job.id,
+                        rows[c],
+                        "rung",
+                        1,
+                        job_seed + i,
+                        origin,
+                        rung1_budget,
+                        value,
+                        ratio,
+                        at,
+                    )
+                )
+                at += timedelta(seconds=5)
+            rows[c].rung = 1
+        # The two best feasible at rung 1 (means over their completed seeds) are confirmed.
+        observed = {c: float(np.mean([v for v in rung1[c] if v is not None])) for c in rung1}
+        ranked = sorted(
+            (c for c in origins if origins[c] != "baseline" and rows[c].feasible),
+            key=observed.get,
+        )
+        winner, runner_up = ranked[0], ranked[1]
+        noise = [base.val_loss] + [base.val_loss + shift for shift in NOISE_SHIFT]
+        for i, value in enumerate(noise[1:], start=1):
+            runs.append(
+                run_row(job.id, base, "rung", 0, job_seed + i, "noise", trial, value, 1.0, at)
+            )
+        confirm_seeds = [job_seed + CONFIRM_SEED_OFFSET + i for i in range(3)]
+        baseline_losses = [
+            float(np.mean(rung1[base.id])) * 0.97 + shift for shift in CONFIRM_BASELINE_SHIFT
+        ]
+        confirm = {
+            base.id: baseline_losses,
+            winner: [b + d for b, d in zip(baseline_losses, CONFIRM_WINNER_DIFF, strict=True)],
+            runner_up: [b + d for b, d in zip(baseline_losses, CONFIRM_OTHER_DIFF, strict=True)],
+        }
+        for c, values in confirm.items():
+            for i, (s, value) in enumerate(zip(confirm_seeds, values, strict=True)):
+                ratio = (rows[c].step_time_ratio or 1.0) * (1 + 0.005 * (i - 1))
+                if c == base.id:
+                    ratio = 1.0
+                runs.append(
+                    run_row(
+                        job.id,
+                        rows[c],
+                        "confirm",
+                        1,
+                        s,
+                        "confirm",
+                        confirm_budget,
+                        value,
+                        ratio,
+                        at,
+                    )
+                )
+                at += timedelta(seconds=5)
+        session.execute(insert(Run), runs)
+    return LadderJob(job, job_seed, rung0, rung1, origins, noise, confirm, winner, runner_up)

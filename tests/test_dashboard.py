@@ -13,8 +13,16 @@ import re
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
-from dashboard_seed import add_finished, seed_job
+from dashboard_seed import (
+    CONFIRM_WINNER_DIFF,
+    LADDER,
+    add_finished,
+    seed_job,
+    seed_ladder_job,
+)
+from scipy import stats
 
 from api.cli.local_server import start_server, stop_server
 from nas_service.db import Database
@@ -451,6 +459,300 @@ def test_failed_candidate_shows_reason_and_traceback(page, site):
     assert not page.locator("#reason pre").is_visible()
     page.locator("#reason summary").click()
     assert "RESOURCE_EXHAUSTED" in page.locator("#reason pre").inner_text()
+
+
+# --- the fidelity ladder: rung switcher, fidelity panel, runs, confirmation -----------------
+
+
+@pytest.fixture(scope="module")
+def ladder_site(tmp_path_factory, shakespeare):
+    """A server with a completed job with a ladder and a finished confirmation (`ladder`), a
+    completed job without either (`plain`) and a running job whose ladder has no results above
+    rung 0 yet (the third)."""
+    database, process, base = serve(tmp_path_factory.mktemp("ladder"))
+    ladder = seed_ladder_job(database, shakespeare, 30, "laddered", seed=4)
+    plain = seed_job(database, shakespeare, 8, "plain-done", seed=5, status="completed")
+    # A running job with a ladder and a confirmation to come, nothing above rung 0 yet.
+    seed_job(database, shakespeare, 6, "ladder-starting", seed=6, **LADDER)
+    yield base, database, ladder, plain
+    stop_server(process)
+    database.dispose()
+
+
+def se(values: list[float]) -> float:
+    return float(np.std(values, ddof=1) / np.sqrt(len(values)))
+
+
+def fmt(value: float, digits: int) -> str:
+    """As the page's `num`."""
+    return f"{value:,.{digits}f}"
+
+
+def test_rung_switcher_shows_the_top_rung_with_error_bars(page, ladder_site):
+    base, _, ladder, _ = ladder_site
+    job_id = ladder.job.id
+    rungs = api(base, f"jobs/{job_id}/rungs")
+    assert rungs["top_rung"] == 1
+    (rung1,) = [r for r in rungs["rungs"] if r["rung"] == 1]
+    open_view(page, base, f"jobs/{job_id}")
+    # The top rung by default: its points are means over seeds, ± one standard error.
+    page.wait_for_selector("#rung-tabs button[data-rung='1'][aria-pressed='true']")
+    assert page.locator("#rung-tabs button").count() == 2
+    assert "3 seeds" in page.locator("#rung-tabs button[data-rung='1']").inner_text()
+    assert page.locator("#pareto-plot").get_attribute("data-rung") == "1"
+    assert "rung 1" in page.locator("#pareto-caption").inner_text()
+    traces = page.evaluate(
+        """() => document.getElementById('pareto-plot').data.map((t) => ({
+            meta: t.meta, name: t.name, ids: Array.from(t.customdata || []),
+            x: Array.from(t.x), y: Array.from(t.y),
+            ex: t.error_x ? Array.from(t.error_x.array) : null,
+            ey: t.error_y ? Array.from(t.error_y.array) : null }))"""
+    )
+    points = [t for t in traces if t["meta"] == "points"]
+    drawn = {i for t in points for i in t["ids"]}
+    assert drawn == set(ladder.rung1)  # the promoted ones and the baseline
+    by_id = {p["candidate_id"]: p for p in rung1["points"]}
+    for trace in points:
+        for i, cid in enumerate(trace["ids"]):
+            values = [v for v in ladder.rung1[cid] if v is not None]
+            ppl = [float(np.exp(v)) for v in values]
+            assert trace["y"][i] == pytest.approx(np.mean(ppl))
+            assert trace["ey"][i] == pytest.approx(se(ppl)) == by_id[cid]["perplexity"]["se"]
+            assert trace["ex"][i] == by_id[cid]["step_time_ratio"]["se"]
+    (infeasible,) = [t for t in points if t["name"].startswith("infeasible")]
+    assert len(infeasible["ids"]) == 1  # the random one over the step-time limit
+    (front,) = [t for t in traces if t["meta"] == "front"]
+    assert front["ids"] == rung1["front"] and front["ids"]
+    # Drawn: an error bar on every point, both ways.
+    assert page.locator("#pareto-plot g.errorbar path.yerror").count() == len(ladder.rung1)
+    assert page.locator("#pareto-plot g.errorbar path.xerror").count() == len(ladder.rung1)
+    # The hover card says the figures are means over the rung's seeds (the one too slow
+    # stands apart from the others).
+    (slow,) = infeasible["ids"]
+    x, y = page.evaluate(
+        """(id) => {
+            const gd = document.getElementById('pareto-plot');
+            const trace = gd.data.find((t) => t.meta === 'points' && t.customdata.includes(id));
+            const i = trace.customdata.indexOf(id);
+            const { xaxis, yaxis, _size } = gd._fullLayout;
+            const box = gd.getBoundingClientRect();
+            return [box.left + _size.l + xaxis.l2p(trace.x[i]),
+                    box.top + _size.t + yaxis.l2p(trace.y[i])];
+        }""",
+        slow,
+    )
+    page.mouse.move(x, y)
+    page.wait_for_selector("#hovercard:not([hidden]) .step-words")
+    card = page.locator("#hovercard").inner_text()
+    ppl = by_id[slow]["perplexity"]
+    assert f"Candidate #{slow} · infeasible (too slow) · promoted at random" in card
+    assert f"perplexity {ppl['mean']:.3f} ± {ppl['se']:.3f} at rung 1 (3 seeds)" in card
+    page.mouse.move(5, 5)
+    # Rung 0: the search's scatter, as before, without error bars.
+    page.locator("#rung-tabs button[data-rung='0']").click()
+    page.wait_for_selector("#pareto-plot[data-rung='0']")
+    assert page.locator("#rung-tabs button[data-rung='0']").get_attribute("aria-pressed") == "true"
+    scatter = [t for t in plot_traces(page, "pareto-plot") if t["meta"] == "points"]
+    assert sum(t["n"] for t in scatter) == ladder.job.scored
+    assert page.locator("#pareto-plot g.errorbar path.yerror").count() == 0
+    (front0,) = [t for t in plot_traces(page, "pareto-plot") if t["meta"] == "front"]
+    assert front0["ids"] == api(base, f"jobs/{job_id}/pareto")["front"]
+    # Back to rung 1.
+    page.locator("#rung-tabs button[data-rung='1']").click()
+    page.wait_for_selector("#pareto-plot[data-rung='1']")
+    assert page.locator("#pareto-plot g.errorbar path.yerror").count() == len(ladder.rung1)
+
+
+def test_fidelity_panel_shows_the_rank_correlation_and_the_noise(page, ladder_site):
+    base, _, ladder, _ = ladder_site
+    job_id = ladder.job.id
+    means = ladder.rung1_means
+    ids = sorted(ladder.rung1)
+    low = [ladder.rung0[c] for c in ids]
+    high = [means[c] for c in ids]
+    spearman = stats.spearmanr(low, high).statistic
+    kendall = stats.kendalltau(low, high).statistic
+    fidelity = api(base, f"jobs/{job_id}/fidelity")
+    (pair,) = fidelity["pairs"]
+    assert pair["n"] == len(ids)
+    assert pair["spearman"] == pytest.approx(spearman)
+    open_view(page, base, f"jobs/{job_id}")
+    panel = page.locator("#fidelity")
+    panel.wait_for()
+    stats_text = panel.locator(".fidelity-stats").inner_text()
+    lo, hi = pair["spearman_interval"]
+    assert f"{spearman:.3f} [{lo:.3f}, {hi:.3f}]" in panel.locator(".spearman").inner_text()
+    assert panel.locator(".kendall").inner_text().startswith(f"{kendall:.3f} [")
+    assert f"Candidates at both\n{len(ids)}" in stats_text
+    found = round(pair["top_k_recall"] * pair["top_k"])
+    assert f"{found} of the top {pair['top_k']}" in stats_text
+    # The scatter: rung 0's loss against rung 1's mean, coloured by why each was promoted.
+    traces = page.evaluate(
+        """() => document.getElementById('fidelity-plot-0-1').data.map((t) => ({
+            meta: t.meta, ids: Array.from(t.customdata), x: Array.from(t.x),
+            y: Array.from(t.y), color: t.marker.color }))"""
+    )
+    by_origin = {t["meta"]: t for t in traces}
+    expected = {o: sorted(c for c in ids if ladder.origins[c] == o) for o in by_origin}
+    assert {o: sorted(t["ids"]) for o, t in by_origin.items()} == expected
+    assert set(by_origin) == {"rank", "random", "baseline"}
+    assert len({t["color"] for t in traces}) == 3
+    for trace in traces:
+        for cid, x, y in zip(trace["ids"], trace["x"], trace["y"], strict=True):
+            assert x == pytest.approx(ladder.rung0[cid]) and y == pytest.approx(means[cid])
+    # Noise: rung 0's floor is the baseline's seeds alone; rung 1's pools every candidate's.
+    noise_rows = page.locator("#noise-table tbody tr")
+    assert noise_rows.count() == 2
+    rung0_floor = float(np.std(ladder.noise, ddof=1))
+    row0 = page.locator("#noise-table tr[data-rung='0']")
+    assert row0.locator(".noise-floor").inner_text() == fmt(rung0_floor, 4)
+    assert "1 candidate, 3 runs" in row0.inner_text()
+    values = [[v for v in seeds if v is not None] for seeds in ladder.rung1.values()]
+    pooled = sum(((np.asarray(v) - np.mean(v)) ** 2).sum() for v in values)
+    rung1_floor = float(np.sqrt(pooled / sum(len(v) - 1 for v in values)))
+    row1 = page.locator("#noise-table tr[data-rung='1']")
+    assert row1.locator(".noise-floor").inner_text() == fmt(rung1_floor, 4)
+    spread = float(np.std(high, ddof=1))
+    assert row1.locator(".spread").inner_text() == fmt(spread, 4)
+    assert row1.locator(".snr").inner_text() == fmt(spread / rung1_floor, 2)
+
+
+def test_candidate_page_lists_its_runs_with_seeds(page, ladder_site):
+    base, _, ladder, _ = ladder_site
+    winner = ladder.winner
+    detail = api(base, f"candidates/{winner}")
+    assert detail["rung"] == 1
+    open_view(page, base, f"candidates/{winner}")
+    assert page.locator("#rung-tag").inner_text() == "rung 1"
+    rows = page.locator("#runs-table tbody tr")
+    assert rows.count() == 1 + 3 + 3  # its own trial, 3 seeds at rung 1, 3 in confirmation
+    seeds = rows.evaluate_all(
+        "rs => rs.map((r) => [r.dataset.stage, +r.dataset.rung, +r.dataset.seed])"
+    )
+    confirm_seeds = [ladder.seed + 1_000_003 + i for i in range(3)]
+    assert seeds == [
+        ["rung", 0, ladder.seed],
+        *[["rung", 1, ladder.seed + i] for i in range(3)],
+        *[["confirm", 1, s] for s in confirm_seeds],
+    ]
+    headers = page.locator("#runs-table thead th").all_inner_texts()
+    seed_col = headers.index("Seed")
+    cells = page.locator(f"#runs-table tbody td:nth-child({seed_col + 1})").all_inner_texts()
+    assert cells == [str(s) for _, _, s in seeds]
+    own = page.locator("#runs-table tr[data-run='own']")
+    assert "own trial" in own.inner_text()
+    assert fmt(ladder.rung0[winner], 4) in own.inner_text()
+    # Per rung: mean ± standard error over the seeds.
+    rung1 = [v for v in ladder.rung1[winner] if v is not None]
+    assert len(rung1) == 3
+    summary = page.locator("#rung-summary tr[data-stage='rung'][data-rung='1']").inner_text()
+    assert f"{fmt(np.mean(rung1), 4)} ± {fmt(se(rung1), 4)} (n=3)" in summary
+    confirm = ladder.confirm[winner]
+    summary = page.locator("#rung-summary tr[data-stage='confirm']").inner_text()
+    assert f"{fmt(np.mean(confirm), 4)} ± {fmt(se(confirm), 4)} (n=3)" in summary
+    # A candidate whose third seed failed: the failure listed, the mean over the other two.
+    failed = next(c for c, v in ladder.rung1.items() if None in v)
+    open_view(page, base, f"candidates/{failed}")
+    assert page.locator("#runs-table tbody tr").count() == 1 + 3
+    assert "failed" in page.locator("#runs-table tbody tr").nth(3).inner_text()
+    kept = [v for v in ladder.rung1[failed] if v is not None]
+    summary = page.locator("#rung-summary tr[data-rung='1']").inner_text()
+    assert f"{fmt(np.mean(kept), 4)} ± {fmt(se(kept), 4)} (n=2)" in summary
+    # The baseline: its noise seeds are rung-0 runs.
+    open_view(page, base, f"candidates/{ladder.job.baseline_id}")
+    noise = page.locator("#runs-table tbody tr[data-rung='0']")
+    assert noise.count() == 3
+    assert noise.evaluate_all("rs => rs.map((r) => +r.dataset.seed)") == [
+        ladder.seed + i for i in range(3)
+    ]
+    summary = page.locator("#rung-summary tr[data-stage='rung'][data-rung='0']").inner_text()
+    assert f"{fmt(np.mean(ladder.noise), 4)} ± {fmt(se(ladder.noise), 4)} (n=3)" in summary
+
+
+def p_text(p: float) -> str:
+    """As the page's `pValue`."""
+    if p >= 0.001:
+        return f"{p:.3f}"
+    mantissa, exponent = f"{p:.1e}".split("e")
+    return f"{mantissa}e{int(exponent)}"  # as JavaScript's toExponential: 4.2e-4
+
+
+def test_confirmation_view_shows_the_verdict_and_the_winner(page, ladder_site):
+    base, _, ladder, _ = ladder_site
+    job_id = ladder.job.id
+    report = api(base, f"jobs/{job_id}/confirmation")
+    assert report["status"] == "done" and report["winner"] == ladder.winner
+    open_view(page, base, f"jobs/{job_id}")
+    panel = page.locator("#confirmation")
+    panel.wait_for()
+    assert panel.get_attribute("data-status") == "done"
+    assert page.locator("#confirm-verdict").inner_text() == report["verdict"]
+    assert page.locator("#confirm-button").count() == 0
+    rows = page.locator("#confirm-table tbody tr")
+    assert rows.count() == 3
+    winner = page.locator("#confirm-table tr.winner")
+    assert winner.count() == 1 and winner.get_attribute("data-id") == str(ladder.winner)
+    assert "✓ yes" in winner.locator(".beats").inner_text()
+    runner_up = page.locator(f"#confirm-table tr[data-id='{ladder.runner_up}']")
+    assert runner_up.locator(".beats").inner_text() == "no"
+    baseline = page.locator(f"#confirm-table tr[data-id='{ladder.job.baseline_id}']")
+    assert "baseline" in baseline.inner_text() and "reference" in baseline.inner_text()
+    # The winner's paired difference and p, as scipy has them.
+    ours, theirs = ladder.confirm[ladder.winner], ladder.confirm[ladder.job.baseline_id]
+    diff = np.asarray(ours) - np.asarray(theirs)
+    assert np.allclose(diff, CONFIRM_WINNER_DIFF)
+    p = stats.ttest_rel(ours, theirs, alternative="less").pvalue
+    row = next(r for r in report["candidates"] if r["candidate_id"] == ladder.winner)
+    assert row["difference"]["p_value"] == pytest.approx(p)
+    assert winner.locator(".p-value").inner_text() == p_text(p)
+    d = row["difference"]
+    assert winner.locator(".difference").inner_text() == (
+        f"{fmt(diff.mean(), 4)} [{fmt(d['low'], 4)}, {fmt(d['high'], 4)}]"
+    )
+    v = row["val_loss"]
+    assert winner.locator(".val-loss").inner_text() == (
+        f"{fmt(np.mean(ours), 4)} [{fmt(v['low'], 4)}, {fmt(v['high'], 4)}]"
+    )
+    assert f"#{ladder.winner}" in page.locator("#confirm-winner").inner_text()
+    assert page.locator("#confirmed-winner").inner_text() == f"#{ladder.winner}"
+    rc = report["rank_correlation"]
+    assert f"(n = {rc['n']})" in page.locator("#confirm-correlation").inner_text()
+
+
+def test_confirm_button_on_a_completed_job_without_a_ladder(page, ladder_site):
+    base, _, _, plain = ladder_site
+    assert api(base, f"jobs/{plain.id}/confirmation")["status"] == "not_requested"
+    open_view(page, base, f"jobs/{plain.id}")
+    panel = page.locator("#confirmation")
+    panel.wait_for()
+    assert panel.get_attribute("data-status") == "not_requested"
+    # No ladder: no switcher, no fidelity panel.
+    assert page.locator("#rung-tabs").is_hidden()
+    assert page.locator("#fidelity").is_hidden()
+    with page.expect_response(lambda r: r.url.endswith(f"/jobs/{plain.id}/confirm")) as answer:
+        page.locator("#confirm-button").click()
+    assert answer.value.status == 202 and answer.value.request.method == "POST"
+    page.wait_for_selector("#confirmation[data-status='running']")
+    assert page.locator("#confirm-button").count() == 0
+    assert api(base, f"jobs/{plain.id}")["status"] not in ("completed", "failed", "cancelled")
+    assert api(base, f"jobs/{plain.id}/confirmation")["status"] == "running"
+
+
+def test_a_ladder_without_results_above_the_search_says_so(page, ladder_site):
+    base = ladder_site[0]
+    (starting,) = [j for j in api(base, "jobs")["items"] if j["name"] == "ladder-starting"]
+    assert all(p["n"] == 0 for p in api(base, f"jobs/{starting['id']}/fidelity")["pairs"])
+    open_view(page, base, f"jobs/{starting['id']}")
+    page.locator("#fidelity").wait_for()
+    assert (
+        "No rung above the search has results yet" in page.locator("#fidelity-empty").inner_text()
+    )
+    assert page.locator("#rung-tabs").is_hidden()
+    assert page.locator("#pareto-plot").get_attribute("data-rung") == "0"
+    # Its confirmation is configured: it runs once the search ends.
+    assert page.locator("#confirmation").get_attribute("data-status") == "running"
+    assert "once the search ends" in page.locator("#confirm-verdict").inner_text()
+    assert page.locator("#confirm-button").count() == 0
 
 
 @pytest.fixture(scope="module")

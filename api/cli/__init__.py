@@ -14,6 +14,7 @@ from api.cli.client import (
     submit_cmd,
     watch_cmd,
 )
+from api.cli.confirm import confirm_cmd
 from api.cli.demo import demo
 from api.cli.runner import runner_cmd
 from api.cli.serve import serve_cmd
@@ -39,6 +40,7 @@ app.command("pause")(pause_cmd)
 app.command("resume")(resume_cmd)
 app.command("cancel")(cancel_cmd)
 app.command("export")(export_cmd)
+app.command("confirm")(confirm_cmd)
 
 
 def main() -> None:

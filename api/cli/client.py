@@ -182,13 +182,35 @@ def _transition(action: str):
 pause_cmd, resume_cmd, cancel_cmd = (_transition(a) for a in ("pause", "resume", "cancel"))
 
 
+def _declared_or_best(server: str, job: int, token: str | None) -> int:
+    """A confirmed job's declared winner; else the best under the job's objective."""
+    confirmation = request("GET", server, f"/jobs/{job}/confirmation", token)
+    if confirmation["status"] == "done":
+        if confirmation["winner"] is None:
+            fail(f"--job: job {job}'s confirmation declared no winner: {confirmation['verdict']}")
+        typer.echo(f"job {job}'s declared winner: {confirmation['verdict']}", err=True)
+        return confirmation["winner"]
+    if confirmation["status"] == "running":
+        fail(f"--job: job {job}'s confirmation is still running: wait for its winner")
+    progress = request("GET", server, f"/jobs/{job}", token)["progress"]
+    candidate_id = progress["best_candidate_id"]
+    if candidate_id is None:
+        fail(f"--job: job {job} has no best candidate yet ({progress.get('best_rule')})")
+    typer.echo(f"job {job}'s best: candidate {candidate_id} ({progress['best_rule']})", err=True)
+    return candidate_id
+
+
 def export_cmd(
     candidate_id: Annotated[
         int | None, typer.Argument(help="Candidate id (or use --job with --best).")
     ] = None,
     job: Annotated[int | None, typer.Option(help="Export this job's best candidate.")] = None,
     best: Annotated[
-        bool, typer.Option(help="With --job: its best candidate under the job's objective.")
+        bool,
+        typer.Option(
+            help="With --job: its declared winner when it was confirmed (the report goes in "
+            "the manifest), else its best candidate under the job's objective."
+        ),
     ] = False,
     format: Annotated[str, typer.Option(help="json, flax or config.")] = "json",
     target: Annotated[str | None, typer.Option(help="100M, 1B, 8B or a number.")] = None,
@@ -200,13 +222,7 @@ def export_cmd(
     if (candidate_id is None) == (job is None) or (job is not None and not best):
         fail("give CANDIDATE_ID, or --job JOB --best")
     if job is not None:
-        progress = request("GET", server, f"/jobs/{job}", token)["progress"]
-        candidate_id = progress["best_candidate_id"]
-        if candidate_id is None:
-            fail(f"--job: job {job} has no best candidate yet ({progress.get('best_rule')})")
-        typer.echo(
-            f"job {job}'s best: candidate {candidate_id} ({progress['best_rule']})", err=True
-        )
+        candidate_id = _declared_or_best(server, job, token)
     params = {"format": format, **({"target": target} if target else {})}
     response = call("GET", server, f"/candidates/{candidate_id}/export", token, params=params)
     if output is None:

@@ -88,8 +88,11 @@ def list_candidates(
 @router.get("/candidates/{candidate_id}", response_model=CandidateDetail)
 def get_candidate(candidate_id: CandidateId, db: DbDep, _: ReadOwner) -> CandidateDetail:
     row, curve, chain = queries.candidate(db, candidate_id)
+    runs, rungs = queries.candidate_runs(db, candidate_id)
     base = CandidatePublic.model_validate(row).model_dump()
     return CandidateDetail(
+        runs=runs,
+        rungs=rungs,
         **base,
         spec=row.spec,
         traceback=row.traceback,

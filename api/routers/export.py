@@ -39,11 +39,13 @@ def export_candidate(
             filename = f"candidate-{candidate_id}{f'-{target}' if target else ''}.py"
             headers = {"Content-Disposition": f'attachment; filename="{filename}"'}
             return Response(source, media_type="text/x-python", headers=headers)
-        body = (
-            export.export_config(spec, target)
-            if format == "config"
-            else export.export_json(row, job, lineage)
-        )
+        if format == "config":
+            body = export.export_config(spec, target)
+        else:
+            body = export.export_json(row, job, lineage)
+            confirmation = queries.confirmation(db, row["job_id"])
+            if any(c["candidate_id"] == candidate_id for c in confirmation.get("candidates", [])):
+                body["manifest"]["confirmation"] = confirmation
     except ValueError as exc:
         if not str(exc).startswith("target"):
             raise

@@ -2,6 +2,8 @@
 
 - `candidates`: filtered and sorted candidate pages, one candidate with its lineage, export;
 - `fronts`: the Pareto front and scatter (reduced above a point budget), hypervolume;
+- `ladder`: runs of the fidelity ladder: each rung's front, fidelity between rungs,
+  the confirmation report;
 - `jobs`: a job's progress (trials by state, best candidate, front), deleting a job;
 - `events`: a job's event stream pages;
 - `metrics`: the service-wide snapshot for `/metrics`.
@@ -28,6 +30,13 @@ from nas_service.queries.fronts import (
     pareto,
 )
 from nas_service.queries.jobs import Progress, delete_job, progress, reference_device_kind
+from nas_service.queries.ladder import (
+    candidate_runs,
+    confirmation,
+    fidelity,
+    rungs,
+    top_rung_best,
+)
 from nas_service.queries.metrics import Snapshot, snapshot
 
 __all__ = [
@@ -40,13 +49,18 @@ __all__ = [
     "Snapshot",
     "candidate",
     "candidate_page",
+    "candidate_runs",
+    "confirmation",
     "delete_job",
     "events_after",
     "export_inputs",
+    "fidelity",
     "hypervolume_history",
     "last_event_id",
     "pareto",
     "progress",
     "reference_device_kind",
+    "rungs",
     "snapshot",
+    "top_rung_best",
 ]

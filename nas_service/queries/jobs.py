@@ -12,6 +12,7 @@ from nas_service.db import Database
 from nas_service.jobs import JobConflict, JobNotFound
 from nas_service.models import Candidate, Job, utcnow
 from nas_service.queries.fronts import FRONT_ELIGIBLE, cached_front
+from nas_service.queries.ladder import top_rung_best
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,7 @@ class Progress:
     best_rule: str  # how the best was chosen, in words
     front_size: int
     front: list[int]  # ids on the Pareto front, by step-time ratio (as `pareto`)
+    rung: int  # the rung of the fidelity ladder the best and the front come from
 
 
 def reference_device_kind(session: Any, job_id: int) -> str | None:
@@ -86,16 +88,25 @@ def progress(db: Database, job: Job) -> Progress:
         best, rule = _best(session, job)
         front = cached_front(db, session, job, counts.get("completed", 0))
     running, queued = counts.pop("running", 0), counts.pop("queued", 0)
+    best_id, best_perplexity = (best.id, best.perplexity) if best else (None, None)
+    rung = 0
+    if (job.config.get("fidelity") or {}).get("rungs"):
+        # The job's front and best are those of the highest rung with results.
+        top, top_front, top_id, top_perplexity = top_rung_best(db, job.id)
+        if top > 0:
+            rung, front, best_id, best_perplexity = top, top_front, top_id, top_perplexity
+            rule = f"{rule}, at rung {top} (means over its seeds)"
     return Progress(
         done=sum(counts.values()),
         running=running,
         queued=queued,
         total=job.config["limits"]["max_trials"],
-        best_perplexity=best.perplexity if best else None,
-        best_candidate_id=best.id if best else None,
+        best_perplexity=best_perplexity,
+        best_candidate_id=best_id,
         best_rule=rule,
         front_size=len(front),
         front=list(front),
+        rung=rung,
     )
 
 

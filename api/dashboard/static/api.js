@@ -26,14 +26,19 @@ function detail(body, fallback) {
   return body.detail.map((d) => `${d.loc.slice(1).join(".")}: ${d.msg}`).join("; ");
 }
 
-async function request(method, path, params) {
+async function request(method, path, params, body) {
   const url = new URL(`${API}/${path}`, document.baseURI);
   for (const [key, value] of Object.entries(params || {})) {
     if (value !== null && value !== undefined && value !== "") url.searchParams.set(key, value);
   }
   const headers = {};
   if (token()) headers.Authorization = `Bearer ${token()}`;
-  const response = await fetch(url, { method, headers });
+  const init = { method, headers };
+  if (body !== undefined) {
+    headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  const response = await fetch(url, init);
   if (!response.ok) {
     const body = await response.json().catch(() => null);
     const message = detail(body, response.statusText);
@@ -50,8 +55,9 @@ export async function get(path, params) {
   return (await request("GET", path, params)).json();
 }
 
-export async function post(path) {
-  return (await request("POST", path)).json();
+// `body`: sent as JSON when given (e.g. POST jobs/<id>/confirm takes its options).
+export async function post(path, body) {
+  return (await request("POST", path, null, body)).json();
 }
 
 export async function download(path, params) {
@@ -73,7 +79,8 @@ export async function openEvents(jobId, { onOpen, onEvent, onError }) {
   const source = new EventSource(url);
   source.onopen = onOpen;
   source.onerror = onError;
-  for (const kind of ["job", "trial", "front"]) {
+  // run: a run of the fidelity ladder or of the confirmation was queued.
+  for (const kind of ["job", "trial", "front", "run"]) {
     source.addEventListener(kind, (message) => onEvent(kind, JSON.parse(message.data)));
   }
   return source;

@@ -1,4 +1,5 @@
-// One candidate: its block drawn, metrics, learning curve, MoE expert load, lineage, exports.
+// One candidate: its block drawn, metrics, its runs on the fidelity ladder and in the
+// confirmation, learning curve, MoE expert load, lineage, exports.
 import { download, get } from "./api.js";
 import { blockDiagram } from "./block.js";
 import {
@@ -7,10 +8,13 @@ import {
   STATUS,
   badge,
   baseLayout,
+  budgetWords,
   count,
   describe,
   el,
+  meanSe,
   num,
+  ORIGIN,
   plotlyConfig,
   saveBlob,
   showBanner,
@@ -100,6 +104,142 @@ function checkpoints(c) {
         at.map(([, loss]) => el("td", {}, num(loss, 4))),
       ),
     ),
+  );
+}
+
+const stageName = (stage, rung) =>
+  stage === "confirm" ? `confirm (from rung ${rung})` : `rung ${rung}`;
+
+// Per (stage, rung): the mean ± standard error over its seeds.
+function rungSummary(c) {
+  const rungs = c.rungs || [];
+  if (!rungs.length) return null;
+  const cell = (summary, digits) =>
+    el(
+      "td",
+      { class: "num" },
+      meanSe(summary, digits),
+      summary?.n ? el("span", { class: "muted" }, ` (n=${summary.n})`) : null,
+    );
+  return el(
+    "table",
+    { class: "data compact", id: "rung-summary" },
+    el(
+      "thead",
+      {},
+      el(
+        "tr",
+        {},
+        el("th", { scope: "col" }, "Stage"),
+        el("th", { scope: "col", class: "num" }, "Runs"),
+        el(
+          "th",
+          { scope: "col", class: "num", title: "Mean ± standard error over seeds" },
+          "Val loss",
+        ),
+        el("th", { scope: "col", class: "num" }, "Perplexity"),
+        el("th", { scope: "col", class: "num" }, "Step time / baseline"),
+      ),
+    ),
+    el(
+      "tbody",
+      {},
+      rungs.map((r) =>
+        el(
+          "tr",
+          { "data-stage": r.stage, "data-rung": r.rung },
+          el("td", {}, stageName(r.stage, r.rung)),
+          el("td", { class: "num" }, String(r.runs ?? "–")),
+          cell(r.val_loss, 4),
+          cell(r.perplexity, 3),
+          cell(r.step_time_ratio, 3),
+        ),
+      ),
+    ),
+  );
+}
+
+const RUN_COLUMNS = [
+  ["Stage", (r) => (r.stage === "confirm" ? "confirm" : "rung")],
+  ["Rung", (r) => String(r.rung)],
+  ["Seed", (r) => String(r.seed ?? "–"), "num"],
+  [
+    "Origin",
+    (r) =>
+      r.id === null
+        ? el("span", { title: "The candidate's own trial in the search" }, "own trial")
+        : el("span", { title: ORIGIN[r.origin]?.label || null }, r.origin || "–"),
+  ],
+  ["Status", (r) => badge(r.status)],
+  ["Budget", (r) => budgetWords(r.budget), "num"],
+  ["Val loss", (r) => num(r.val_loss, 4), "num"],
+  ["Perplexity", (r) => num(r.perplexity, 3), "num"],
+  ["Step / base", (r) => num(r.step_time_ratio, 3), "num"],
+  ["Steps", (r) => count(r.steps), "num"],
+  [
+    "Reason",
+    (r) => (r.reason ? el("span", { class: "clip reason", title: r.reason }, r.reason) : ""),
+  ],
+];
+
+// The own trial first, then by stage (the ladder, then confirmation), rung and seed.
+function runOrder(a, b) {
+  const key = (r) => [r.stage === "confirm" ? 1 : 0, r.rung, r.id === null ? 0 : 1, r.seed ?? 0];
+  const [x, y] = [key(a), key(b)];
+  for (let i = 0; i < x.length; i++) if (x[i] !== y[i]) return x[i] - y[i];
+  return 0;
+}
+
+function runsTable(c) {
+  return el(
+    "table",
+    { class: "data compact", id: "runs-table" },
+    el(
+      "thead",
+      {},
+      el(
+        "tr",
+        {},
+        RUN_COLUMNS.map(([label, , kind]) => el("th", { scope: "col", class: kind || "" }, label)),
+      ),
+    ),
+    el(
+      "tbody",
+      {},
+      [...c.runs].sort(runOrder).map((run) =>
+        el(
+          "tr",
+          {
+            "data-run": run.id === null ? "own" : run.id,
+            "data-seed": run.seed,
+            "data-stage": run.stage,
+            "data-rung": run.rung,
+            class: run.id === null ? "own-trial" : "",
+          },
+          RUN_COLUMNS.map(([, cell, kind]) => el("td", { class: kind || "" }, cell(run))),
+        ),
+      ),
+    ),
+  );
+}
+
+// Its runs: the own trial, higher rungs, noise seeds, confirmation. Shown when it has more
+// than its own trial.
+function runsCard(c) {
+  const runs = c.runs || [];
+  if (runs.length < 2 && !(c.rung > 0)) return null;
+  return el(
+    "section",
+    { class: "card runs", id: "runs" },
+    el("h2", {}, "Runs on the fidelity ladder"),
+    el(
+      "p",
+      { class: "muted small" },
+      "Rung 0 is the search's own trial; higher rungs train longer, with several seeds; " +
+        "confirmation retrains with fresh seeds. Mean ± standard error over seeds:",
+    ),
+    rungSummary(c),
+    el("div", { class: "scroll" }, runsTable(c)),
   );
 }
 
@@ -292,6 +432,13 @@ export function candidateView(root, candidateId) {
         el("h1", {}, `Candidate #${c.id}`),
         badge(c.status, c.feasible),
         c.is_baseline ? el("span", { class: "tag" }, "★ baseline") : null,
+        c.rung > 0
+          ? el(
+              "span",
+              { class: "tag", id: "rung-tag", title: "The highest rung it was promoted to" },
+              `rung ${c.rung}`,
+            )
+          : null,
         el("span", { class: "spacer" }),
         el(
           "span",
@@ -302,6 +449,7 @@ export function candidateView(root, candidateId) {
       el("p", { class: "block-words", id: "block-words" }, describe(c.spec)),
       reasonBox(c),
       el("section", { class: "card" }, el("h2", {}, "Block"), blockDiagram(c.spec, c.moe)),
+      runsCard(c),
       el(
         "div",
         { class: "grid-2" },

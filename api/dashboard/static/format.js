@@ -150,3 +150,55 @@ export function saveBlob(blob, filename) {
   link.remove();
   setTimeout(() => URL.revokeObjectURL(url), 1000);
 }
+
+// Why a run of the fidelity ladder ran (and how plots mark it): promoted by rank, at random
+// (whatever its rank: keeps the fidelity estimate unbiased), the baseline (every rung's
+// reference), the baseline's noise seeds, confirmation.
+export const ORIGIN = {
+  rank: { label: "promoted by rank", color: "#1f6fb4", symbol: "circle" },
+  random: { label: "promoted at random", color: "#e8590c", symbol: "diamond" },
+  baseline: { label: "baseline", ...BASELINE },
+  noise: { label: "noise seed", color: "#868e96", symbol: "circle-open" },
+  confirm: { label: "confirmation", color: "#2b8a3e", symbol: "square" },
+};
+
+const given = (v) => v !== null && v !== undefined && !Number.isNaN(v);
+
+// A summary over seeds ({mean, se, low, high, n}) as "mean ± se" (no ± with one seed).
+export function meanSe(summary, digits = 3) {
+  if (!summary || !given(summary.mean)) return "–";
+  const se = given(summary.se) ? ` ± ${num(summary.se, digits)}` : "";
+  return `${num(summary.mean, digits)}${se}`;
+}
+
+// A summary or a difference ({mean, low, high}) as "mean [low, high]" (no interval: the mean).
+export function interval(summary, digits = 3) {
+  if (!summary || !given(summary.mean)) return "–";
+  const range =
+    given(summary.low) && given(summary.high)
+      ? ` [${num(summary.low, digits)}, ${num(summary.high, digits)}]`
+      : "";
+  return `${num(summary.mean, digits)}${range}`;
+}
+
+// A budget as workers take it ({seconds}, {steps} or {flops}) in words.
+export function budgetWords(budget) {
+  if (!budget) return "–";
+  if (given(budget.steps)) return `${count(budget.steps)} steps`;
+  if (given(budget.flops)) return `${count(budget.flops)} FLOPs`;
+  if (given(budget.seconds)) return duration(budget.seconds);
+  return "–";
+}
+
+export function pValue(p) {
+  if (!given(p)) return "–";
+  return p < 0.001 ? p.toExponential(1) : p.toFixed(3);
+}
+
+// A seed count, given as a number or as the list of seeds.
+export function seedCount(seeds) {
+  if (Array.isArray(seeds)) return seeds.length;
+  return given(seeds) ? seeds : null;
+}
+
+export const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;

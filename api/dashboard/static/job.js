@@ -1,6 +1,10 @@
-// One job: status and progress, the Pareto frontier, hypervolume, search progress, the trials
-// table, all refreshed from the server when the job's event stream says something changed.
+// One job: status and progress, the Pareto frontier (of the search, or of a higher rung of the
+// fidelity ladder), hypervolume, search progress, the confirmation, the fidelity panel and the
+// trials table, all refreshed from the server when the job's event stream says something
+// changed.
 import { get, openEvents } from "./api.js";
+import { confirmationPanel } from "./confirm.js";
+import { fidelityPanel } from "./fidelity.js";
 import {
   add,
   axis,
@@ -10,12 +14,17 @@ import {
   STATUS,
   badge,
   baseLayout,
+  budgetWords,
   count,
   describe,
   duration,
   el,
+  meanSe,
   num,
+  ORIGIN,
   plotlyConfig,
+  plural,
+  seedCount,
   setLive,
   showBanner,
 } from "./format.js";
@@ -113,6 +122,42 @@ function pointTraces(points, parts, x, y, type, scale = 1) {
   });
 }
 
+// The fidelity ladder of a job's config: rungs above the search, and the baseline's noise seeds.
+function ladderOf(config) {
+  const fidelity = config?.fidelity || {};
+  return { rungs: (fidelity.rungs || []).length, noise: (fidelity.noise_seeds || 0) >= 2 };
+}
+
+// A rung's scored points in groups as the search's: baseline, feasible, infeasible.
+function rungGroups(points) {
+  const out = { completed: [], infeasible: [], baseline: [] };
+  points.forEach((point, i) => {
+    if (point.perplexity?.mean === null || point.step_time_ratio?.mean === null) return;
+    if (point.is_baseline) out.baseline.push(i);
+    else if (point.feasible === false) out.infeasible.push(i);
+    else out.completed.push(i);
+  });
+  return out;
+}
+
+// Error bars of ± one standard error (none where a point has a single seed).
+function errorBars(values, color) {
+  return {
+    type: "data",
+    array: values,
+    visible: true,
+    thickness: 1,
+    width: 3,
+    color,
+  };
+}
+
+function rungLabel(entry) {
+  if (entry.rung === 0) return "Rung 0 · search";
+  const seeds = seedCount(entry.seeds);
+  return `Rung ${entry.rung} · ${budgetWords(entry.budget)}${seeds ? ` × ${plural(seeds, "seed")}` : ""}`;
+}
+
 // A trial's budget: seconds, steps or FLOPs (whichever the job gives).
 function budget(trial) {
   if (trial.budget_steps) return `${count(trial.budget_steps)} steps per trial`;
@@ -123,6 +168,7 @@ function budget(trial) {
 export function jobView(root, jobId) {
   let destroyed = false;
   let source = null;
+  let listening = false; // the event stream is open or opening
   let timer = null;
   let running = false;
   let again = false;
@@ -130,9 +176,33 @@ export function jobView(root, jobId) {
   let job = null;
   let scored = null; // the latest scored points and their index by id, for the hover card
   const blocks = new Map(); // candidate id -> its block in words, for the hover card
+  let ladder = null; // GET jobs/<id>/rungs, when the job has a ladder
+  let chosenRung = null; // the rung picked in the switcher (null: the top rung with results)
+  let shownRung = 0;
+  let rungPoints = new Map(); // candidate id -> its point at the shown rung (above 0)
+  let confirmation = null;
 
   const head = el("section", { class: "job-head" });
   const paretoPlot = el("div", { id: "pareto-plot", class: "plot tall" });
+  const paretoCaption = el(
+    "figcaption",
+    { id: "pareto-caption" },
+    "Pareto frontier: perplexity vs step time / baseline (lower left is better)",
+  );
+  const rungTabs = el("div", {
+    class: "rung-tabs",
+    id: "rung-tabs",
+    role: "group",
+    "aria-label": "Fidelity rung",
+    hidden: true,
+  });
+  const confirmPanel = confirmationPanel(jobId, async () => {
+    await refresh();
+    if (job && !FINAL.has(job.status)) listen();
+  });
+  const fidelity = fidelityPanel((id) => {
+    location.hash = `#/candidates/${id}`;
+  });
   const hvPlot = el("div", { id: "hv-plot", class: "plot" });
   const progressPlot = el("div", { id: "progress-plot", class: "plot" });
   const table = trialsTable(jobId);
@@ -145,11 +215,7 @@ export function jobView(root, jobId) {
       el(
         "figure",
         { class: "card" },
-        el(
-          "figcaption",
-          {},
-          "Pareto frontier: perplexity vs step time / baseline (lower left is better)",
-        ),
+        el("div", { class: "fig-head" }, paretoCaption, rungTabs),
         paretoPlot,
       ),
       el(
@@ -164,6 +230,8 @@ export function jobView(root, jobId) {
         ),
       ),
     ),
+    confirmPanel.node,
+    fidelity.node,
     table.node,
   );
 
@@ -209,6 +277,19 @@ export function jobView(root, jobId) {
           ? stat("Best rule", el("span", { id: "best-rule", class: "rule" }, p.best_rule))
           : null,
         stat("Front size", count(p?.front_size)),
+        ladder && ladder.top_rung > 0 ? stat("Top rung", String(ladder.top_rung)) : null,
+        confirmation?.status === "done"
+          ? stat(
+              "Confirmed winner",
+              confirmation.winner === null || confirmation.winner === undefined
+                ? el("span", { id: "confirmed-winner" }, "none")
+                : el(
+                    "a",
+                    { href: `#/candidates/${confirmation.winner}`, id: "confirmed-winner" },
+                    `#${confirmation.winner}`,
+                  ),
+            )
+          : null,
         stat(
           "Objective",
           objective.mode === "constrained"
@@ -232,18 +313,46 @@ export function jobView(root, jobId) {
       (i) => points.perplexity[i],
       type,
     );
-    traces.push({
+    traces.push(
+      frontTrace(
+        type,
+        front,
+        frontIdx.map((i) => points.step_time_ratio[i]),
+        frontIdx.map((i) => points.perplexity[i]),
+      ),
+    );
+    const layout = frontLayout(n, "keep", [
+      ...reducedNote(
+        pareto,
+        (shown) =>
+          `scatter reduced: ${shown} points drawn, one per grid cell per status;<br>` +
+          "the front and the baseline exact",
+      ),
+    ]);
+    Plotly.react(paretoPlot, traces, layout, plotlyConfig());
+    paretoPlot.dataset.points = String(n);
+    paretoPlot.dataset.total = String(pareto.total ?? n);
+    paretoPlot.dataset.reduced = String(!!pareto.reduced);
+    paretoPlot.dataset.rung = "0";
+  }
+
+  function frontTrace(type, ids, x, y) {
+    return {
       type,
       mode: "lines+markers",
-      name: `Pareto front (${front.length})`,
+      name: `Pareto front (${ids.length})`,
       meta: "front",
-      x: frontIdx.map((i) => points.step_time_ratio[i]),
-      y: frontIdx.map((i) => points.perplexity[i]),
-      customdata: front,
+      x,
+      y,
+      customdata: ids,
       hoverinfo: "none",
       line: { shape: "hv", color: FRONT_COLOR, width: 2 },
       marker: { symbol: "circle-open", size: 13, color: FRONT_COLOR, line: { width: 2 } },
-    });
+    };
+  }
+
+  // The frontier plot's layout: axes, the step-time limit, notes. `n`: points drawn.
+  function frontLayout(n, uirevision, notes) {
     // Constrained mode: the step-time limit is the allowed ratio to the baseline's step time.
     const objective = job.config.objective;
     const limit = objective.mode === "constrained" ? objective.max_step_time_ratio : null;
@@ -265,7 +374,7 @@ export function jobView(root, jobId) {
       yaxis: axis("validation perplexity"),
       legend: { orientation: "h", y: -0.18, x: 0 },
       margin: { l: 60, r: 16, t: 12, b: 90 },
-      uirevision: "keep", // zoom and hidden legend entries survive live refreshes
+      uirevision, // zoom and hidden legend entries survive live refreshes
       annotations: [
         n ? null : { text: "No scored trials yet", showarrow: false, xref: "paper", yref: "paper" },
         limit
@@ -280,18 +389,137 @@ export function jobView(root, jobId) {
               font: { color: STATUS.infeasible.color, size: 11 },
             }
           : null,
-        ...reducedNote(
-          pareto,
-          (shown) =>
-            `scatter reduced: ${shown} points drawn, one per grid cell per status;<br>` +
-            "the front and the baseline exact",
-        ),
+        ...notes,
       ].filter(Boolean),
     });
+    return layout;
+  }
+
+  // A rung above the search: each promoted candidate at its mean over seeds, ± one standard
+  // error both ways, and the rung's front.
+  function renderRung(entry) {
+    const points = entry.points;
+    const parts = rungGroups(points);
+    const ratio = (i) => points[i].step_time_ratio.mean;
+    const ppl = (i) => points[i].perplexity.mean;
+    const traces = Object.entries(parts).map(([key, indices]) => {
+      const style = GROUP_STYLE[key];
+      return {
+        type: "scatter",
+        mode: "markers",
+        name: `${style.name} (${indices.length})`,
+        meta: "points",
+        x: indices.map(ratio),
+        y: indices.map(ppl),
+        customdata: indices.map((i) => points[i].candidate_id),
+        hoverinfo: "none",
+        error_x: errorBars(
+          indices.map((i) => points[i].step_time_ratio.se),
+          style.color,
+        ),
+        error_y: errorBars(
+          indices.map((i) => points[i].perplexity.se),
+          style.color,
+        ),
+        marker: {
+          symbol: style.symbol,
+          color: style.color,
+          size: style.size,
+          opacity: key === "baseline" ? 1 : 0.85,
+          line: { width: key === "infeasible" ? 1.5 : 0.5, color: style.color },
+        },
+      };
+    });
+    rungPoints = new Map(points.map((point) => [point.candidate_id, point]));
+    const front = (entry.front || [])
+      .map((id) => rungPoints.get(id))
+      .filter((p) => p && p.step_time_ratio.mean !== null && p.perplexity.mean !== null)
+      .sort((a, b) => a.step_time_ratio.mean - b.step_time_ratio.mean);
+    traces.push(
+      frontTrace(
+        "scatter",
+        front.map((p) => p.candidate_id),
+        front.map((p) => p.step_time_ratio.mean),
+        front.map((p) => p.perplexity.mean),
+      ),
+    );
+    const n = Object.values(parts).reduce((sum, indices) => sum + indices.length, 0);
+    const layout = frontLayout(n, `rung-${entry.rung}`, [
+      {
+        text: `rung ${entry.rung}: means over seeds, bars ± 1 standard error`,
+        showarrow: false,
+        xref: "paper",
+        yref: "paper",
+        x: 0,
+        y: 1,
+        xanchor: "left",
+        yanchor: "top",
+        font: { size: 11, color: "#555" },
+        bgcolor: "rgba(255,255,255,0.8)",
+      },
+    ]);
     Plotly.react(paretoPlot, traces, layout, plotlyConfig());
     paretoPlot.dataset.points = String(n);
-    paretoPlot.dataset.total = String(pareto.total ?? n);
-    paretoPlot.dataset.reduced = String(!!pareto.reduced);
+    paretoPlot.dataset.total = String(n);
+    paretoPlot.dataset.reduced = "false";
+    paretoPlot.dataset.rung = String(entry.rung);
+  }
+
+  // The rung shown: the one picked, else the top rung with results (the job's front is that
+  // rung's).
+  function rungToShow() {
+    if (!ladder) return 0;
+    const known = new Set(ladder.rungs.map((entry) => entry.rung));
+    if (chosenRung !== null && known.has(chosenRung)) return chosenRung;
+    return known.has(ladder.top_rung) ? ladder.top_rung : 0;
+  }
+
+  function renderTabs() {
+    const entries = ladder?.rungs || [];
+    rungTabs.hidden = entries.length < 2;
+    fill(
+      rungTabs,
+      entries.map((entry) => {
+        const empty =
+          entry.rung > 0 && !(entry.points || []).some((p) => p.perplexity?.mean != null);
+        return el(
+          "button",
+          {
+            type: "button",
+            "data-rung": entry.rung,
+            "aria-pressed": String(entry.rung === shownRung),
+            disabled: empty,
+            title: empty
+              ? "No results at this rung yet"
+              : `${plural(entry.candidates ?? (entry.points || []).length, "candidate")}` +
+                (entry.rung === ladder.top_rung ? " · the top rung with results" : ""),
+            onclick: () => {
+              chosenRung = entry.rung;
+              renderFront();
+            },
+          },
+          rungLabel(entry),
+        );
+      }),
+    );
+  }
+
+  // The frontier plot at the rung to show, its caption and the switcher.
+  function renderFront() {
+    if (!scored) return;
+    shownRung = rungToShow();
+    const entry = ladder?.rungs.find((r) => r.rung === shownRung);
+    if (shownRung > 0 && entry) {
+      paretoCaption.textContent =
+        `Pareto frontier at rung ${shownRung}: perplexity vs step time / baseline, ` +
+        "means ± 1 standard error over seeds";
+      renderRung(entry);
+    } else {
+      paretoCaption.textContent =
+        "Pareto frontier: perplexity vs step time / baseline (lower left is better)";
+      renderPareto(scored.pareto, scored.parts, scored.type);
+    }
+    renderTabs();
   }
 
   function renderProgress(pareto, parts, type) {
@@ -371,28 +599,35 @@ export function jobView(root, jobId) {
     running = true;
     const started = performance.now();
     try {
-      const [fresh, pareto, hv] = await Promise.all([
+      const [fresh, pareto, hv, confirmed] = await Promise.all([
         get(`jobs/${jobId}`),
         get(`jobs/${jobId}/pareto`, { max_points: maxPoints() }),
         get(`jobs/${jobId}/hypervolume`),
+        get(`jobs/${jobId}/confirmation`),
         table.reload(),
+      ]);
+      // The ladder's rungs and fidelity, for a job that has them (its config says).
+      const has = ladderOf(fresh.config);
+      const [rungs, fidelityReport] = await Promise.all([
+        has.rungs ? get(`jobs/${jobId}/rungs`) : null,
+        has.rungs || has.noise ? get(`jobs/${jobId}/fidelity`) : null,
       ]);
       if (destroyed) return;
       job = fresh;
+      ladder = rungs;
+      confirmation = confirmed;
       renderHead();
       const parts = groups(pareto.points, pareto.baselines);
       const index = new Map(pareto.points.id.map((id, i) => [id, i]));
-      scored = { points: pareto.points, index };
       const type = pareto.points.id.length > WEBGL_ABOVE && HAS_WEBGL ? "scattergl" : "scatter";
-      renderPareto(pareto, parts, type);
+      scored = { points: pareto.points, index, pareto, parts, type };
+      renderFront();
       renderProgress(pareto, parts, type);
       renderHypervolume(hv);
+      confirmPanel.render(job, confirmation);
+      fidelity.render(fidelityReport, has.rungs);
       root.dataset.loaded = String(Number(root.dataset.loaded || 0) + 1); // refreshes so far
-      if (FINAL.has(job.status) && source) {
-        source.close();
-        source = null;
-        setLive("done");
-      }
+      if (FINAL.has(job.status) && source) stopListening();
     } catch (error) {
       if (!destroyed) showBanner(`Could not load job ${jobId}: ${error.message}`);
     } finally {
@@ -430,17 +665,32 @@ export function jobView(root, jobId) {
     const i = scored?.index.get(id);
     const ratio = i === undefined ? null : scored.points.step_time_ratio[i];
     const ms = i === undefined ? null : scored.points.step_time_ms[i];
-    const step =
+    let step =
       i === undefined ? "" : `step time ${num(ratio, 3)}× baseline (same slot) · ${num(ms, 1)} ms`;
+    let quality = `perplexity ${num(point.y, 3)}`;
+    // A rung above the search: means ± se over the candidate's seeds there.
+    const atRung = unit === "ratio" && shownRung > 0 ? rungPoints.get(id) : null;
+    if (atRung) {
+      const seeds = seedCount(atRung.seeds);
+      quality =
+        `perplexity ${meanSe(atRung.perplexity, 3)} at rung ${shownRung}` +
+        (seeds ? ` (${plural(seeds, "seed")})` : "");
+      step = `step time ${meanSe(atRung.step_time_ratio, 3)}× baseline (same slot)`;
+    }
+    const origin =
+      atRung && atRung.origin !== "baseline" && ORIGIN[atRung.origin]
+        ? ` · ${ORIGIN[atRung.origin].label}`
+        : "";
     fill(
       card,
-      el("div", { class: "strong" }, `Candidate #${id}`, key ? ` · ${GROUP_STYLE[key].name}` : ""),
       el(
         "div",
-        {},
-        `perplexity ${num(point.y, 3)}`,
-        unit === "min" ? ` · finished at ${num(point.x, 1)} min` : "",
+        { class: "strong" },
+        `Candidate #${id}`,
+        key ? ` · ${GROUP_STYLE[key].name}` : "",
+        origin,
       ),
+      el("div", {}, quality, unit === "min" ? ` · finished at ${num(point.x, 1)} min` : ""),
       step ? el("div", { class: "step-words" }, step) : null,
       el("div", { class: "block-words" }, blocks.get(id) || "…"),
       el("div", { class: "muted" }, "click to open"),
@@ -481,18 +731,21 @@ export function jobView(root, jobId) {
       plot.on("plotly_unhover", unhover);
       plot.on("plotly_click", click);
     }
-    if (FINAL.has(job.status)) return;
+    if (!FINAL.has(job.status)) await listen();
+  }
+
+  // Follow the job's event stream (once): from the start, or once a confirmation asked of a
+  // finished job makes it run again.
+  async function listen() {
+    if (listening || destroyed) return;
+    listening = true;
     source = await openEvents(jobId, {
       onOpen: () => {
         setLive("live");
         schedule(); // anything between the first load and the stream opening
       },
       onEvent: (kind, data) => {
-        if (kind === "job" && FINAL.has(data.status)) {
-          source?.close();
-          source = null;
-          setLive("done");
-        }
+        if (kind === "job" && FINAL.has(data.status)) stopListening();
         schedule();
       },
       onError: () => {
@@ -500,6 +753,13 @@ export function jobView(root, jobId) {
       },
     });
     if (destroyed) source.close();
+  }
+
+  function stopListening() {
+    source?.close();
+    source = null;
+    listening = false;
+    setLive("done");
   }
 
   start();
@@ -511,6 +771,7 @@ export function jobView(root, jobId) {
       setLive(null);
       card.hidden = true;
       for (const plot of [paretoPlot, hvPlot, progressPlot]) Plotly.purge(plot);
+      fidelity.destroy();
     },
   };
 }

@@ -164,7 +164,10 @@ export function trialsTable(jobId) {
     }
   }
 
+  // Loads overlap (a live refresh while the user pages): only the latest one is shown.
+  let latest = 0;
   async function load() {
+    const ticket = ++latest;
     let page;
     try {
       page = await get(`jobs/${jobId}/candidates`, {
@@ -175,9 +178,10 @@ export function trialsTable(jobId) {
         offset: state.offset,
       });
     } catch (error) {
-      showBanner(`Could not load trials: ${error.message}`);
+      if (ticket === latest) showBanner(`Could not load trials: ${error.message}`);
       return;
     }
+    if (ticket !== latest) return;
     state.total = page.total;
     renderHead();
     fill(
