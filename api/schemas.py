@@ -386,7 +386,10 @@ class ConfirmedCandidate(BaseModel):
 
 
 class ConfirmationPublic(BaseModel):
-    status: str = Field(description="not_requested, running or done.")
+    status: str = Field(
+        description="not_requested; requested (it runs once the search ends); running (its "
+        "runs are queued or training: figures so far, no winner yet); done."
+    )
     rung: int | None = None
     seeds: list[int] | None = None
     budget: dict[str, float] | None = None

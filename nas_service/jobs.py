@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import and_, or_, select, update
 
 from nas_service.db import Database
@@ -204,7 +205,15 @@ def request_confirmation(db: Database, job_id: int, confirm: ConfirmConfig) -> J
         if job.config.get("confirm") is not None:
             raise JobConflict("confirm", f"job {job_id} has a confirmation already")
         config = {**job.config, "confirm": confirm.model_dump(mode="json")}
-        JobConfig.model_validate(config)  # the job's own checks still hold
+        try:
+            JobConfig.model_validate(config)  # the job's own checks still hold
+        except ValidationError as exc:
+            message = exc.errors()[0]["msg"].removeprefix("Value error, ")
+            field, _, rest = message.partition(": ")
+            # The body is the confirm section: its fields are named within it.
+            raise JobError(
+                field.removeprefix("confirm.") if rest else "body", rest or message
+            ) from exc
         changed = session.execute(
             update(Job)
             .where(Job.id == job_id, Job.status == "completed", Job.updated_at == job.updated_at)

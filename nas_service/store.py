@@ -185,16 +185,25 @@ def _requeue_interrupted_runs(session: Any, job_id: int, last: int) -> None:
     """Runs interrupted under a previous runner: queued again, or failed after their last
     attempt (as candidates' own rows are)."""
     interrupted = (Run.job_id == job_id, Run.status == "running")
-    session.execute(
-        update(Run)
-        .where(*interrupted, Run.attempt >= last)
-        .values(
-            status="failed",
-            reason=f"interrupted during its last attempt (attempt {last} of {last}): "
-            "the runner or its worker stopped",
-            finished_at=utcnow(),
+    spent = session.execute(
+        select(Run.id, Run.candidate_id).where(*interrupted, Run.attempt >= last)
+    ).all()
+    if spent:
+        session.execute(
+            update(Run)
+            .where(Run.id.in_([run.id for run in spent]))
+            .values(
+                status="failed",
+                reason=f"interrupted during its last attempt (attempt {last} of {last}): "
+                "the runner or its worker stopped",
+                finished_at=utcnow(),
+            )
         )
-    )
+        failed = {"job_id": job_id, "kind": "trial", "message": "failed"}
+        session.execute(
+            insert(JobEvent),
+            [{**failed, "data": {"candidate_id": r.candidate_id, "run_id": r.id}} for r in spent],
+        )
     session.execute(update(Run).where(*interrupted).values(status="queued"))
 
 

@@ -36,7 +36,7 @@ from test_runner import small_job
 
 from nas_service import jobs
 from nas_service.db import Database
-from nas_service.models import CANDIDATE_FINISHED, Candidate, Job, JobEvent
+from nas_service.models import CANDIDATE_FINISHED, Candidate, Job, JobEvent, Run
 
 SEED = 20261130
 TRIALS = 30
@@ -420,6 +420,9 @@ def test_a_search_survives_killed_runners_workers_and_database_restarts(
         limits={"max_trials": TRIALS},
         evolution={"population_size": 8, "tournament_size": 2},
         workers={"concurrency": 2, "max_attempts": MAX_ATTEMPTS},
+        # Runs other than candidates' own trials go through the same faults.
+        fidelity={"rungs": [{"budget_multiplier": 2, "promote": 0.2, "seeds": 2}]},
+        confirm={"top_k": 1, "seeds": 2, "budget_multiplier": 2},
     )
     job = jobs.submit(db, config)
     gcs_address = ray_local.get_runtime_context().gcs_address
@@ -465,6 +468,7 @@ def test_a_search_survives_killed_runners_workers_and_database_restarts(
             select(JobEvent).where(JobEvent.job_id == job.id).order_by(JobEvent.id)
         ).all()
     )
+    runs = read(lambda s: s.scalars(select(Run).where(Run.job_id == job.id).order_by(Run.id)).all())
     final_job = read(lambda s: s.get(Job, job.id))
     summary = _summary(backend, chaos, supervisor, postgres, candidates, events, elapsed)
     print(summary)
@@ -511,7 +515,8 @@ def test_a_search_survives_killed_runners_workers_and_database_restarts(
     started: dict[int, list[int]] = {c.id: [] for c in candidates}
     started_events: dict[int, list[tuple[int, int]]] = {c.id: [] for c in candidates}
     ends: dict[int, list[JobEvent]] = {c.id: [] for c in candidates}
-    for e in events:
+    own_events = [e for e in events if e.kind != "trial" or "run_id" not in e.data]
+    for e in own_events:
         if e.kind == "trial" and e.message == "started":
             started[e.data["candidate_id"]].append(e.data["attempt"])
             started_events[e.data["candidate_id"]].append((e.id, e.data["attempt"]))
@@ -530,7 +535,31 @@ def test_a_search_survives_killed_runners_workers_and_database_restarts(
             assert not again, f"candidate {c.id} started again after its result: {again}"
     silent = [c for c in candidates if not ends[c.id]]  # e.g. given up on re-adoption
     assert not silent, [(c.id, c.status, c.reason) for c in silent]
+    _check_runs(runs, events)
     db.dispose()
+
+
+def _check_runs(runs: list[Run], events: list[JobEvent]) -> None:
+    """Runs of the ladder and of confirmation: each key once, each finished and recorded
+    exactly once within its attempts, none started again after its result."""
+    assert any(r.stage == "rung" for r in runs) and any(r.stage == "confirm" for r in runs)
+    keys = [(r.candidate_id, r.stage, r.rung, r.seed) for r in runs]
+    assert len(keys) == len(set(keys))
+    assert all(r.status in CANDIDATE_FINISHED for r in runs), [
+        (r.id, r.status) for r in runs if r.status not in CANDIDATE_FINISHED
+    ]
+    assert all(r.attempt <= MAX_ATTEMPTS for r in runs)
+    for r in runs:
+        mine = [e for e in events if e.kind == "trial" and e.data.get("run_id") == r.id]
+        ends = [e for e in mine if e.message in CANDIDATE_FINISHED]
+        started = [e for e in mine if e.message == "started"]
+        if r.attempt == 0:  # never ran: cancelled while queued
+            assert r.status == "cancelled" and not started, (r.id, r.status)
+            continue
+        assert len(ends) == 1 and ends[0].message == r.status, (r.id, r.status, ends)
+        assert not [e for e in started if e.id > ends[0].id], f"run {r.id} started again"
+        if r.status == "completed":
+            assert r.val_loss is not None and r.step_time_ratio is not None and r.curve
 
 
 def _summary(

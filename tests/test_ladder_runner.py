@@ -92,7 +92,7 @@ def test_a_completed_job_is_confirmed_on_request(sqlite_db, ray_local, shakespea
     assert requested.status == "queued" and requested.config["confirm"]["seeds"] == 2
     with pytest.raises(jobs.JobConflict):  # once only
         jobs.request_confirmation(sqlite_db, job.id, ConfirmConfig(seeds=2))
-    assert queries.confirmation(sqlite_db, job.id) == {"status": "running"}
+    assert queries.confirmation(sqlite_db, job.id) == {"status": "requested"}
     _, thread = start_runner(sqlite_db, runner_id="second")
     thread.join(timeout=300)
     assert jobs.get(sqlite_db, job.id).status == "completed"

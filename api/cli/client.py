@@ -190,7 +190,7 @@ def _declared_or_best(server: str, job: int, token: str | None) -> int:
             fail(f"--job: job {job}'s confirmation declared no winner: {confirmation['verdict']}")
         typer.echo(f"job {job}'s declared winner: {confirmation['verdict']}", err=True)
         return confirmation["winner"]
-    if confirmation["status"] == "running":
+    if confirmation["status"] in ("running", "requested"):
         fail(f"--job: job {job}'s confirmation is still running: wait for its winner")
     progress = request("GET", server, f"/jobs/{job}", token)["progress"]
     candidate_id = progress["best_candidate_id"]

@@ -42,8 +42,9 @@ def report_table(report: dict[str, Any]) -> Table:
         difference = row.get("difference")
         p_value = difference.get("p_value") if difference else None
         marker = " (winner)" if row["candidate_id"] == report.get("winner") else ""
+        name = row["name"] or f"candidate {row['candidate_id']}"
         table.add_row(
-            f"{row['name']}{marker}",
+            f"{name}{marker}",
             str(row["seeds"]),
             _interval(row["val_loss"]),
             _interval(row["perplexity"], 3),
@@ -91,8 +92,12 @@ def confirm_cmd(
             time.sleep(2.0)
             job = request("GET", server, f"/jobs/{job_id}", token)
     found = request("GET", server, f"/jobs/{job_id}/confirmation", token)
-    if found["status"] == "not_requested":
-        console.print(f"job {job_id} has no confirmation: run `nas confirm {job_id}`")
+    if found["status"] in ("not_requested", "requested"):
+        console.print(
+            f"job {job_id}: its confirmation runs once the search ends"
+            if found["status"] == "requested"
+            else f"job {job_id} has no confirmation: run `nas confirm {job_id}`"
+        )
         return
     console.print(report_table(found))
     console.print(found.get("verdict") or "")

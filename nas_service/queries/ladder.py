@@ -297,7 +297,7 @@ def confirmation(db: Database, job_id: int) -> dict[str, Any]:
     ]
     if not confirm_runs:
         requested = job.config.confirm is not None and job.status in JOB_ACTIVE
-        return {"status": "running" if requested else "not_requested"}
+        return {"status": "requested" if requested else "not_requested"}
     settings = job.config.confirm
     rung = confirm_runs[0]["rung"]
     ranked = ladder.ranking(
@@ -314,7 +314,7 @@ def confirmation(db: Database, job_id: int) -> dict[str, Any]:
         entries.append(
             {
                 "candidate_id": cid,
-                "name": f"baseline {name}" if name else f"candidate {cid}",
+                "name": f"baseline {name}" if name else None,
                 "is_baseline": name is not None,
                 "search_rank": None if name else search_rank.get(cid),
                 "runs": [

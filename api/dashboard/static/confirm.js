@@ -204,7 +204,7 @@ export function confirmationPanel(jobId, after) {
     }
     fill(
       status,
-      badge(state === "done" ? "completed" : "running"),
+      badge(state === "done" ? "completed" : report.candidates?.length ? "running" : "queued"),
       el("span", { class: "muted small" }, settings(report)),
     );
     const rows = report.candidates || [];

@@ -140,11 +140,12 @@ function rungGroups(points) {
   return out;
 }
 
-// Error bars of ± one standard error (none where a point has a single seed).
+// Error bars of ± one standard error (none where a point has a single seed: plotly reads a
+// null as 0 and would draw a flat whisker, NaN draws nothing).
 function errorBars(values, color) {
   return {
     type: "data",
-    array: values,
+    array: values.map((v) => (v === null || v === undefined ? NaN : v)),
     visible: true,
     thickness: 1,
     width: 3,
