@@ -343,8 +343,10 @@ class Runner:
             if run["status"] == "queued":
                 state.run_queue.append(run["id"])
         self._find_siblings(state)
-        self._calibrate(state)
         self.jobs[job_id] = state
+        if state.baseline_id is not None:  # if a runner stopped before queueing them
+            self._queue_noise_runs(state)
+        self._calibrate(state)
         store.add_event(
             self.db, job_id, "job", "claimed", {"runner": self.id, "candidates": len(rows)}
         )
@@ -509,14 +511,7 @@ class Runner:
         state.created += 1
         if is_baseline:
             state.baseline_id = candidate_id
-            budget = state.config.trial.budget()
-            self._queue_runs(
-                state,
-                [
-                    store.NewRun(state.id, candidate_id, "rung", 0, seed, "noise", budget)
-                    for seed in ladder.noise_seeds(state.config)
-                ],
-            )
+            self._queue_noise_runs(state)
         if reuse is not None:
             row_values = {**reuse, "status": "completed", "feasible": feasible}
             _joins_front(state, candidate_id, row_values)
@@ -808,7 +803,8 @@ class Runner:
 
     def _finish_jobs(self) -> None:
         for state in list(self.jobs.values()):
-            if state.status == "running" and self._time_is_up(state) and state.in_flight:
+            time_up = self._time_is_up(state) and not state.confirm_started
+            if state.status == "running" and time_up and state.in_flight:
                 self._cancel_in_flight(state.id)
             if state.in_flight or any(r.state is state for r in self.reports):
                 continue
@@ -833,10 +829,13 @@ class Runner:
                 "failed",
                 f"the baseline did not complete ({baseline['status']}): {baseline.get('reason')}",
             )
-        if state.retry or state.run_queue or not self._search_done(state):
-            return None
         if self._time_is_up(state) and not state.confirm_started:
+            # The search and the ladder end here: what is queued of them will not run.
             store.cancel_queued_runs(self.db, state.id, "the job's time limit (limits.max_hours)")
+            state.run_queue.clear()
+            state.retry.clear()  # finish_job cancels their rows
+        elif state.retry or state.run_queue or not self._search_done(state):
+            return None
         else:
             self._promote(state)
             if state.run_queue:
@@ -860,6 +859,17 @@ class Runner:
         for run in store.insert_runs(self.db, runs):
             state.runs[run["id"]] = run
             state.run_queue.append(run["id"])
+
+    def _queue_noise_runs(self, state: JobState) -> None:
+        """The baseline's noise seeds (fidelity.noise_seeds), at rung 0 with its budget."""
+        budget = state.config.trial.budget()
+        self._queue_runs(
+            state,
+            [
+                store.NewRun(state.id, state.baseline_id, "rung", 0, seed, "noise", budget)
+                for seed in ladder.noise_seeds(state.config)
+            ],
+        )
 
     def _rung_scores(self, state: JobState, rung: int) -> list[Score]:
         """Candidates whose runs of `rung` have all finished and produced metrics: their

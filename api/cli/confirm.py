@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from api.cli.client import DEFAULT_SERVER, FINAL, JobId, Server, Token, request
 
@@ -28,7 +28,7 @@ def report_table(report: dict[str, Any]) -> Table:
     step-time ratio, each with its interval."""
     level = report.get("interval_confidence")
     table = Table(
-        "block",
+        Column("block", no_wrap=True),
         "seeds",
         "val_loss (95%)",
         "perplexity (95%)",

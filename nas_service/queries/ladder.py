@@ -296,8 +296,15 @@ def confirmation(db: Database, job_id: int) -> dict[str, Any]:
         r for (stage, _), runs in job.by_rung.items() if stage == "confirm" for r in runs
     ]
     if not confirm_runs:
-        requested = job.config.confirm is not None and job.status in JOB_ACTIVE
-        return {"status": "requested" if requested else "not_requested"}
+        if job.config.confirm is not None and job.status in JOB_ACTIVE:
+            return {"status": "requested"}
+        if job.config.confirm is not None and job.status == "completed":
+            return {  # the search ended without a candidate to confirm
+                "status": "done",
+                "winner": None,
+                "verdict": "nothing to confirm: the search found no feasible candidate",
+            }
+        return {"status": "not_requested"}
     settings = job.config.confirm
     rung = confirm_runs[0]["rung"]
     ranked = ladder.ranking(
