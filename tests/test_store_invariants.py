@@ -129,3 +129,43 @@ def test_finishing_a_job_needs_its_lease(database):
     assert [c.status for c in jobs.candidates(database, job_id)] == ["cancelled"]
     assert events(database, job_id)[-1] == ("job", "cancelled")
     assert store.finish_job(database, job_id, "owner", "completed", None) is None  # once
+
+
+def test_a_run_is_queued_once_per_key_and_recorded_once_per_attempt(database):
+    job_id = new_job(database, max_attempts=2)
+    candidate_id = running(database, job_id)
+    new = store.NewRun(job_id, candidate_id, "rung", 1, 0, "rank", {"seconds": 4.0})
+    other_seed = store.NewRun(job_id, candidate_id, "rung", 1, 1, "rank", {"seconds": 4.0})
+    (queued, second) = store.insert_runs(database, [new, other_seed])
+    assert store.insert_runs(database, [new]) == []  # the same promotion decided again
+    with database.sessions() as session:
+        assert session.get(Candidate, candidate_id).rung == 1
+    run_id = queued["id"]
+    attempt, spec = store.start_run(database, job_id, run_id, slot=1)
+    assert attempt == 1 and spec == {"layers": 0}
+    assert store.start_run(database, job_id, run_id, slot=1) is None  # running now
+    # The worker died: back to the queue, and the next attempt runs.
+    assert store.requeue(database, job_id, candidate_id, 1, "died", 2, run_id=run_id)
+    assert store.start_run(database, job_id, run_id, slot=0)[0] == 2
+    values = {"status": "completed", "val_loss": 2.0, "finished_at": utcnow()}
+    late = store.Outcome(job_id, candidate_id, 1, values, [(0.1, 3.0)], run_id=run_id)
+    assert store.record_outcomes(database, [late]) == []  # not its current attempt
+    outcome = store.Outcome(job_id, candidate_id, 2, values, [(0.1, 3.0)], run_id=run_id)
+    assert store.record_outcomes(database, [outcome]) == [outcome]
+    assert store.record_outcomes(database, [outcome]) == []  # a repeated report
+    with database.sessions() as session:
+        row = session.get(Candidate, candidate_id)
+        assert row.status == "running" and row.val_loss is None  # its own trial is apart
+        assert session.scalars(select(CurvePoint)).all() == []
+    # A runner that stops while the other seed runs on its last attempt: adoption fails it
+    # (with its event) rather than running it a third time; the job's end cancels nothing
+    # that has run.
+    store.start_run(database, job_id, second["id"], slot=0)
+    store.requeue(database, job_id, candidate_id, 1, "died", 2, run_id=second["id"])
+    store.start_run(database, job_id, second["id"], slot=0)
+    assert store.claim_job(database, job_id, "next", lease_s=30)
+    adopted = store.adopt_job(database, job_id)
+    by_id = {run["id"]: run for run in adopted.runs}
+    assert by_id[run_id]["status"] == "completed" and by_id[run_id]["val_loss"] == 2.0
+    assert by_id[second["id"]]["status"] == "failed"
+    assert ("trial", "failed") in events(database, job_id)
