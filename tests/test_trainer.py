@@ -2,6 +2,7 @@
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -261,3 +262,34 @@ def test_expert_choice_blocks_are_also_scored_with_the_inference_routing(shakesp
     assert math.isfinite(ec.val_loss_inference) and ec.val_loss_inference != ec.val_loss
     tc = train_proxy(baseline("glam"), Budget(steps=3), shakespeare_data, config=QUICK)
     assert tc.val_loss_inference is None
+
+
+def test_reference_windows_interleave_the_baseline_with_training(shakespeare_data, monkeypatch):
+    """Confirmation's A-B-A-B timing: the reference's steps in windows spread over training,
+    not only before and after it."""
+    from workers import trainer
+
+    assert trainer._reference_windows(8, 2) == [(0.0, 4), (1.0, 4)]
+    assert trainer._reference_windows(8, 4) == [(0.0, 2), (1 / 3, 2), (2 / 3, 2), (1.0, 2)]
+    assert trainer._reference_windows(3, 8) == [(0.0, 1), (0.5, 1), (1.0, 1)]  # >= 1 step each
+    seen: list[tuple[int, int]] = []
+    timed = trainer._Reference.time
+    trials: list[object] = []
+    original_run = trainer._Trial.run
+
+    def run(self, *args, **kwargs):
+        trials.append(self)
+        return original_run(self, *args, **kwargs)
+
+    def time(self, steps):
+        seen.append((len(trials[-1].step_times), steps))  # training steps so far, window
+        return timed(self, steps)
+
+    monkeypatch.setattr(trainer._Trial, "run", run)
+    monkeypatch.setattr(trainer._Reference, "time", time)
+    config = replace(QUICK, reference_steps=8, reference_windows=4)
+    result = train_proxy(
+        wide_dense(), Budget(steps=30), shakespeare_data, config=config, reference=baseline("dense")
+    )
+    assert result.status == "ok" and result.step_time_ratio is not None
+    assert seen == [(0, 2), (10, 2), (20, 2), (30, 2)]
