@@ -58,6 +58,7 @@ RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 SECTION = "## The paper's pipeline in miniature (`bench/reproduce.py`)"
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
 PRESET = "proxy-cpu"
+WARMUP_STEPS = 5  # untimed steps per model before its timed runs
 DEFAULT_BATCH = 16  # the job's default; grown to what expert choice needs at the scaled size
 # Table 3 of the paper (100M activated, 32 experts, training perplexity at 0.5M steps).
 PAPER_TABLE3 = [("GLaM", 2.73, 1.92), ("Brainformer-1", 2.57, 2.03)]
@@ -398,7 +399,11 @@ def train_models(
     models: list[dict[str, Any]], data: str, batch_size: int, budget_s: float, seeds: int
 ) -> None:
     """Every model for `budget_s` seconds of steps per seed, one run at a time; the order
-    rotates per seed so that drifting load on the machine falls on every model alike."""
+    rotates per seed so that drifting load on the machine falls on every model alike.
+
+    Each model first compiles and takes a few untimed steps: the process's first runs were
+    measured slower (38 steps in 60 s against 58-59 for the same model's later seeds), and
+    without the warm-up that penalty would fall on whichever model trains first."""
     from nas_service.statistics import summarize
     from workers.data import load_dataset, resolve_source
     from workers.trainer import Budget, TrainConfig, train_proxy
@@ -408,6 +413,16 @@ def train_models(
     programs: dict[tuple, Any] = {}  # each spec compiles once, not once per seed
     for model in models:
         model["runs"] = []
+        started = time.monotonic()
+        spec = ArchSpec.model_validate(model["spec"])
+        warm = train_proxy(spec, Budget(steps=WARMUP_STEPS), dataset, 0, config, programs=programs)
+        model["warmup"] = {
+            "status": warm.status,
+            "reason": warm.reason,
+            "compile_s": warm.compile_s,
+            "wall_s": time.monotonic() - started,
+        }
+        print(f"  {model['name']:8} warm-up: {warm.status}, compiled in {warm.compile_s:.1f} s")
     for seed in range(seeds):
         order = models[seed % len(models) :] + models[: seed % len(models)]
         for model in order:
@@ -588,7 +603,8 @@ def results_markdown(figures: Mapping[str, Any]) -> str:
         f"### Corpus: `{corpus_label(figures['data'])}`",
         "",
         f"`{figures['command']}` ({figures['when']}), {figures['machine']}, jax "
-        f"{figures.get('jax', '?')}, load average {_load(figures, 'start')} at the start and "
+        f"{figures.get('jax', '?')}, {_code(figures)}, load average "
+        f"{_load(figures, 'start')} at the start and "
         f"{_load(figures, 'end')} at the end (the machine is shared). Total wall time "
         f"**{wall['total'] / 60:.1f} min** (search and confirmation "
         f"{wall.get('search', 0.0) / 60:.1f} min, scaled training {wall['train'] / 60:.1f} "
@@ -684,6 +700,36 @@ def _tally(counts: Mapping[str, int] | None) -> str:
     if not counts:
         return "none"
     return ", ".join(f"{n} {key.replace(':', ' ')}" for key, n in sorted(counts.items()))
+
+
+def code_state() -> dict[str, Any]:
+    """The commit the run used and the uncommitted files of the code it ran (others edit
+    the tree while benchmarks run, so a figure says which code made it)."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+
+    def git(*args: str) -> str:
+        try:
+            done = subprocess.run(
+                ["git", *args], cwd=root, capture_output=True, text=True, timeout=30
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return ""
+        return done.stdout if done.returncode == 0 else ""
+
+    code = ("search_space", "workers", "nas_service", "bench/reproduce.py")
+    modified = [line[3:] for line in git("status", "--porcelain", "--", *code).splitlines()]
+    return {"commit": git("rev-parse", "--short", "HEAD").strip() or None, "modified": modified}
+
+
+def _code(figures: Mapping[str, Any]) -> str:
+    code = figures.get("code") or {}
+    if not code.get("commit"):
+        return "code of an unknown commit"
+    changed = code.get("modified") or []
+    extra = f" with uncommitted changes to {', '.join(changed)}" if changed else ""
+    return f"code at {code['commit']}{extra}"
 
 
 def _load(figures: Mapping[str, Any], when: str) -> str:
@@ -785,6 +831,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "command": "python bench/reproduce.py " + " ".join(argv),
         "machine": f"{os.cpu_count()} CPUs ({platform.machine()})",
         "load_average": {"start": [round(x, 2) for x in os.getloadavg()]},
+        "code": code_state(),
         "data": args.data,
         "settings": {
             **sizes.__dict__,
