@@ -39,7 +39,12 @@ class Progress(BaseModel):
         "from: the highest with results (0 without a ladder)."
     )
     elapsed_s: float | None
-    eta_s: float | None
+    eta_s: float | None = Field(
+        description="Seconds until the job ends: its trials not yet finished and its queued "
+        "runs, each at the median wall time of its finished trials (compile and evaluation "
+        "included; a run's training part scaled by its budget), over its slots. Null until a "
+        "trial has finished, and when the job is not running."
+    )
 
 
 class JobPublic(BaseModel):

@@ -23,6 +23,7 @@ from pydantic import BaseModel
 from nas_service.models import RESULT_COLUMNS
 from search_space import cost, scale
 from search_space.cost import expert_choice_capacity, token_choice_capacity
+from search_space.scaling import describe_rounding
 from search_space.specs import (
     GATED_ACTIVATIONS,
     ArchSpec,
@@ -52,6 +53,9 @@ _SPEC_CLASSES: tuple[type[BaseModel], ...] = (
 def export_config(spec: ArchSpec, target: str | None) -> dict[str, Any]:
     """The spec (scaled to `target` when given) with its cost report, as JSON-able dicts.
 
+    A scaled spec's `scale` says how close it lands and, in `rounding` (and in words in
+    `rounding_summary`), each width rounded for accelerators and from what.
+
     Raises ValueError with a message starting "target" for a target `scale` rejects.
     """
     if target is None:
@@ -65,7 +69,10 @@ def export_config(spec: ArchSpec, target: str | None) -> dict[str, Any]:
     return {
         "spec": result.spec.model_dump(mode="json"),
         "cost": result.cost.model_dump(mode="json"),
-        "scale": result.model_dump(mode="json", include=fields),
+        "scale": {
+            **result.model_dump(mode="json", include=fields | {"rounding"}),
+            "rounding_summary": describe_rounding(result.rounding),
+        },
     }
 
 

@@ -1,7 +1,10 @@
 """The job configuration: one pydantic model for the runner, the API and the CLI's files.
 
-Every number has bounds and every error names its field (e.g. `workers.concurrency`,
-`search_space.overrides.d_model.0`). A minimal file is enough; the rest has defaults:
+Every number has bounds and every error names its field once, by its location (e.g.
+`workers.concurrency`, `search_space.overrides.d_model.0`, `trial.batch_size`), in words
+without pydantic's `Value error, ` prefix; an unknown key names the closest known field
+(`trail: unknown field; did you mean 'trial'?`). A minimal file is enough; the rest has
+defaults:
 
     name: quick
     dataset: builtin:stdlib
@@ -15,17 +18,22 @@ Every number has bounds and every error names its field (e.g. `workers.concurren
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from difflib import get_close_matches
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ModelWrapValidatorHandler,
+    ValidationError,
     ValidationInfo,
     create_model,
     field_validator,
     model_validator,
 )
+from pydantic_core import InitErrorDetails, PydanticCustomError
+from pydantic_core.core_schema import ErrorType
 
 from search_space import BASELINES, PRESETS, SearchSpace, baseline, get_preset
 
@@ -33,14 +41,99 @@ BaselineName = Literal["dense", "glam", "switch", "glam-ec"]
 assert set(BaselineName.__args__) == set(BASELINES)  # type: ignore[attr-defined]
 
 
+Loc = tuple[str | int, ...]
+# Pydantic's own kinds of error, rebuilt from their context; a validator's (value_error)
+# keeps its words instead.
+_PYDANTIC_KINDS = frozenset(get_args(ErrorType)) - {"value_error", "assertion_error"}
+_PYDANTIC_EXTRA = "Extra inputs are not permitted"
+
+
+def invalid(loc: str | Loc, message: str, value: Any) -> ValidationError:
+    """An error at `loc` (dotted or a tuple, relative to what the validator checks) that says
+    only `message`. A check across fields raises it so the error names the exact field once,
+    by its location, instead of the section that ran the check plus the field in its words."""
+    if isinstance(loc, str):
+        loc = tuple(int(part) if part.isdigit() else part for part in loc.split("."))
+    return ValidationError.from_exception_data(
+        "JobConfig", [_custom("value_error", loc, message, value)]
+    )
+
+
+def relocated(error: ValidationError, prefix: Loc, title: str) -> ValidationError:
+    """`error` with every location under `prefix`: a nested check's errors where they are."""
+    return ValidationError.from_exception_data(
+        title, [_line(e, (*prefix, *e["loc"])) for e in error.errors()]
+    )
+
+
+def unknown_field(name: Any, known: list[str]) -> str:
+    """What to say about an unknown key: the closest known field, or the fields there are."""
+    close = get_close_matches(str(name), known, n=1)
+    if close:
+        return f"unknown field; did you mean {close[0]!r}?"
+    return f"unknown field; known fields: {', '.join(known)}"
+
+
+def _custom(kind: str, loc: Loc, message: str, value: Any) -> InitErrorDetails:
+    return InitErrorDetails(type=PydanticCustomError(kind, message), loc=loc, input=value)
+
+
+def _line(error: Any, loc: Loc | None = None) -> InitErrorDetails:
+    """`error` (an item of `ValidationError.errors()`) rebuilt at `loc`: pydantic's kinds with
+    their context, others with their words less pydantic's `Value error, ` prefix."""
+    loc = error["loc"] if loc is None else loc
+    if error["type"] in _PYDANTIC_KINDS:
+        line = InitErrorDetails(type=error["type"], loc=loc, input=error["input"])
+        if "ctx" in error:
+            line["ctx"] = error["ctx"]
+        try:  # the same words again (not a kind a section reworded, e.g. an unknown key)
+            again = ValidationError.from_exception_data("check", [line]).errors()[0]["msg"]
+            if again == error["msg"]:
+                return line
+        except (KeyError, TypeError, ValueError):  # a context this version cannot rebuild
+            pass
+    message = error["msg"].removeprefix("Value error, ")
+    return _custom(error["type"], loc, message, error["input"])
+
+
+def _needs_rewording(error: Any) -> bool:
+    if error["type"] == "extra_forbidden":
+        return error["msg"] == _PYDANTIC_EXTRA and len(error["loc"]) == 1
+    return error["msg"].startswith("Value error, ")
+
+
 class _Section(BaseModel):
+    """A section of a job file: unknown keys are refused, naming the closest known field."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _readable_errors(cls, data: Any, handler: ModelWrapValidatorHandler[Any]) -> Any:
+        """Errors a person reads once: an unknown key (a typo, mostly) names the closest known
+        field instead of "Extra inputs are not permitted", and validators' messages lose
+        pydantic's `Value error, ` prefix. Each section words its own keys; the checks of
+        the section itself that run after this one raise `invalid(...)` errors."""
+        try:
+            return handler(data)
+        except ValidationError as exc:
+            errors = exc.errors()
+            if not any(_needs_rewording(e) for e in errors):
+                raise
+            known = list(cls.model_fields)
+            lines = [
+                _custom(e["type"], e["loc"], unknown_field(e["loc"][0], known), e["input"])
+                if _needs_rewording(e) and e["type"] == "extra_forbidden"
+                else _line(e)
+                for e in errors
+            ]
+            raise ValidationError.from_exception_data(exc.title, lines) from None
 
 
 # Every item of a search space, each optional: per-item errors name the item and index.
 SpaceOverrides = create_model(
     "SpaceOverrides",
-    __config__=ConfigDict(extra="forbid", frozen=True),
+    __base__=_Section,
     **{
         name: (Annotated[(field.annotation, *field.metadata)] | None, None)
         for name, field in SearchSpace.model_fields.items()
@@ -64,7 +157,11 @@ class SearchSpaceConfig(_Section):
 
     @model_validator(mode="after")
     def _valid_overrides(self) -> SearchSpaceConfig:
-        self.space()  # raises with the item named (the caller's error carries `overrides.`)
+        """The preset with its overrides must be a valid space: errors name the override."""
+        try:
+            self.space()
+        except ValidationError as exc:
+            raise relocated(exc, ("overrides",), "SearchSpaceConfig") from None
         return self
 
     def space(self) -> SearchSpace:
@@ -155,9 +252,39 @@ class LimitsConfig(_Section):
     max_hours: Annotated[float, Field(gt=0, le=24 * 365)] | None = None
 
 
+MAX_DERIVED_POPULATION = 20  # the former default; Primer used 100 over far longer searches
+MIN_DERIVED_POPULATION = 3  # the baselines of a preset (dense, GLaM, GLaM-EC) fit in it
+
+
+def derived_population(max_trials: int) -> int:
+    """The population when a job does not set one: a quarter of its trials, 3 to 20.
+
+    The designer proposes the initial baselines and random samples until `population_size`
+    trials exist and only then children of tournaments, so a population near the trial count
+    leaves a short search no evolution at all (the former default of 20 made every trial of
+    a 20-trial job an initial or random one); a quarter makes most trials children."""
+    return min(MAX_DERIVED_POPULATION, max(MIN_DERIVED_POPULATION, max_trials // 4))
+
+
+def derived_tournament(population_size: int) -> int:
+    """The tournament when a job does not set one: a quarter of the population (Real et al.
+    2019 used 25 of 100), at least 2 so that selection compares."""
+    return max(2, population_size // 4)
+
+
 class EvolutionConfig(_Section):
-    population_size: Annotated[int, Field(ge=2, le=100_000)] = 20
-    tournament_size: Annotated[int, Field(ge=1, le=100_000)] = 5
+    population_size: Annotated[int, Field(ge=2, le=100_000)] | None = Field(
+        default=None,
+        description="Living members (the last finished trials; the oldest dies). Unset: "
+        f"limits.max_trials // 4, between {MIN_DERIVED_POPULATION} and "
+        f"{MAX_DERIVED_POPULATION}, so that most trials are children of tournaments (the "
+        "first population_size trials are the initial baselines and random samples).",
+    )
+    tournament_size: Annotated[int, Field(ge=1, le=100_000)] | None = Field(
+        default=None,
+        description="Members drawn per tournament; the best is the parent. Unset: "
+        "population_size // 4, at least 2. At most population_size.",
+    )
     initial: list[BaselineName] = Field(
         default_factory=lambda: list(BASELINES),
         description="Baselines seeded into the initial population (those in the space).",
@@ -165,10 +292,13 @@ class EvolutionConfig(_Section):
 
     @model_validator(mode="after")
     def _tournament_fits(self) -> EvolutionConfig:
+        if self.population_size is None or self.tournament_size is None:
+            return self  # derived by JobConfig, which knows limits.max_trials
         if self.tournament_size > self.population_size:
-            raise ValueError(
-                f"tournament_size ({self.tournament_size}) exceeds population_size "
-                f"({self.population_size})"
+            raise invalid(
+                "tournament_size",
+                f"{self.tournament_size} exceeds population_size ({self.population_size})",
+                self.tournament_size,
             )
         return self
 
@@ -228,9 +358,10 @@ class FidelityConfig(_Section):
         multipliers = [rung.budget_multiplier for rung in self.rungs]
         for i in range(1, len(multipliers)):
             if multipliers[i] <= multipliers[i - 1]:
-                raise ValueError(
-                    f"rungs.{i}.budget_multiplier: {multipliers[i]:g} must exceed the rung "
-                    f"below's ({multipliers[i - 1]:g})"
+                raise invalid(
+                    ("rungs", i, "budget_multiplier"),
+                    f"{multipliers[i]:g} must exceed the rung below's ({multipliers[i - 1]:g})",
+                    multipliers[i],
                 )
         return self
 
@@ -284,7 +415,7 @@ class JobConfig(_Section):
     objective: ObjectiveConfig = Field(default_factory=ObjectiveConfig)
     trial: TrialConfig = Field(default_factory=TrialConfig, validate_default=True)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
-    evolution: EvolutionConfig = Field(default_factory=EvolutionConfig)
+    evolution: EvolutionConfig = Field(default_factory=EvolutionConfig, validate_default=True)
     hurdle: HurdleConfig = Field(default_factory=HurdleConfig)
     fidelity: FidelityConfig = Field(default_factory=FidelityConfig)
     confirm: ConfirmConfig | None = Field(
@@ -303,18 +434,45 @@ class JobConfig(_Section):
             if name == self.objective.baseline:
                 continue
             if name not in self.evolution.initial or not space.contains(baseline(name, space)):
-                raise ValueError(
-                    f"confirm.baselines.{i}: {name!r} is not a candidate of this job (it must "
-                    "be in evolution.initial and in the search space)"
+                raise invalid(
+                    ("confirm", "baselines", i),
+                    f"{name!r} is not a candidate of this job (it must be in "
+                    "evolution.initial and in the search space)",
+                    name,
                 )
         return self
+
+    @field_validator("evolution")
+    @classmethod
+    def _derive_evolution(cls, evolution: EvolutionConfig, info: ValidationInfo) -> EvolutionConfig:
+        """Sizes the job leaves unset follow its trial count (`derived_population`); given
+        ones are kept. Runs as the batch size's does: `limits` is validated before it."""
+        limits = info.data.get("limits") or LimitsConfig()
+        population = evolution.population_size
+        if population is None:
+            population = derived_population(limits.max_trials)
+        tournament = evolution.tournament_size
+        if tournament is None:
+            tournament = derived_tournament(population)
+        if tournament > population:  # given sizes were checked by EvolutionConfig
+            raise invalid(
+                "tournament_size",
+                f"{tournament} exceeds population_size ({population}, derived from "
+                f"limits.max_trials {limits.max_trials}: set population_size too)",
+                tournament,
+            )
+        return evolution.model_copy(
+            update={"population_size": population, "tournament_size": tournament}
+        )
 
     @model_validator(mode="after")
     def _auto_margin_needs_noise(self) -> JobConfig:
         if self.hurdle.margin == "auto" and self.fidelity.noise_seeds < 2:
-            raise ValueError(
-                "hurdle.margin: auto sets the margin from the measured seed noise: set "
-                "fidelity.noise_seeds to 2 or more"
+            raise invalid(
+                "hurdle.margin",
+                "auto sets the margin from the measured seed noise: set "
+                "fidelity.noise_seeds to 2 or more",
+                "auto",
             )
         return self
 
@@ -329,10 +487,12 @@ class JobConfig(_Section):
         if trial.batch_size is None:
             return trial.model_copy(update={"batch_size": max(DEFAULT_BATCH_SIZE, needed)})
         if trial.batch_size < needed:
-            raise ValueError(
-                f"trial.batch_size: {trial.batch_size} is too small for the expert-choice "
-                f"layers this space can produce (batch_size x capacity_factor must reach "
-                f"num_experts); the smallest batch size that works is {needed}"
+            raise invalid(
+                "batch_size",
+                f"{trial.batch_size} is too small for the expert-choice layers this space "
+                f"can produce (batch_size x capacity_factor must reach num_experts); the "
+                f"smallest batch size that works is {needed}",
+                trial.batch_size,
             )
         return trial
 
@@ -343,9 +503,11 @@ class JobConfig(_Section):
         problems = space.violations(baseline(self.objective.baseline, space))
         if problems:
             where = "; ".join(f"{field}: {message}" for field, message in problems)
-            raise ValueError(
-                f"objective.baseline {self.objective.baseline!r} is not in the search space "
-                f"({where}); choose another baseline or widen search_space.overrides"
+            raise invalid(
+                "objective.baseline",
+                f"{self.objective.baseline!r} is not in the search space ({where}); choose "
+                "another baseline or widen search_space.overrides",
+                self.objective.baseline,
             )
         return self
 
@@ -354,5 +516,5 @@ class JobConfig(_Section):
     def _known_scheme(cls, dataset: str) -> str:
         scheme, sep, rest = dataset.partition(":")
         if not sep or scheme not in ("text", "tokens", "builtin") or not rest:
-            raise ValueError("expected text:PATH, tokens:PATH or builtin:stdlib")
+            raise ValueError(f"expected text:PATH, tokens:PATH or builtin:stdlib, not {dataset!r}")
         return dataset

@@ -16,10 +16,15 @@ from workers.data import DatasetError, load_dataset, resolve_source
 
 
 class JobError(ValueError):
-    """A request about a job that cannot be honoured; `field` names the offending input."""
+    """A request about a job that cannot be honoured; `field` names the offending input.
+
+    `str()` is `field: message`; `message` is the words alone, so that a caller which names
+    the field itself (the API's `loc`) does not name it twice.
+    """
 
     def __init__(self, field: str, message: str):
         self.field = field
+        self.message = message
         super().__init__(f"{field}: {message}")
 
 
@@ -45,7 +50,7 @@ def prepare(config: JobConfig, base_dir: str | Path | None = None) -> tuple[JobC
         data.check_fits(space.seq_len)
         data.validation_batches(config.trial.batch_size, space.seq_len, config.trial.eval_tokens)
     except DatasetError as exc:
-        raise JobError("dataset", str(exc)) from exc
+        raise JobError("dataset", exc.message) from exc
     except OSError as exc:  # a backstop: the data module turns these into DatasetErrors
         raise JobError("dataset", f"cannot read {config.dataset!r}: {exc}") from exc
     if data.vocab_size > space.vocab_size:
@@ -208,12 +213,11 @@ def request_confirmation(db: Database, job_id: int, confirm: ConfirmConfig) -> J
         try:
             JobConfig.model_validate(config)  # the job's own checks still hold
         except ValidationError as exc:
-            message = exc.errors()[0]["msg"].removeprefix("Value error, ")
-            field, _, rest = message.partition(": ")
+            first = exc.errors()[0]
+            loc = [str(part) for part in first["loc"]]
             # The body is the confirm section: its fields are named within it.
-            raise JobError(
-                field.removeprefix("confirm.") if rest else "body", rest or message
-            ) from exc
+            field = ".".join(loc[1:]) if loc[:1] == ["confirm"] and len(loc) > 1 else "body"
+            raise JobError(field, first["msg"].removeprefix("Value error, ")) from exc
         changed = session.execute(
             update(Job)
             .where(Job.id == job_id, Job.status == "completed", Job.updated_at == job.updated_at)

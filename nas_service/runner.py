@@ -146,9 +146,12 @@ class JobState:
 
     @property
     def baseline_first(self) -> bool:
-        """The baseline is written and it (and its noise seeds) must finish before any other
-        candidate starts: hurdles and the constraint need them."""
-        return self.baseline_id is not None and (self.baseline is None or self.calibrating)
+        """Only the baseline's work may start: with hurdle.margin: auto, until its noise
+        seeds have measured the margin. Otherwise candidates start beside the baseline (the
+        step-time ratio is timed on each trial's own slot, so the constraint needs nothing
+        of it; those that start before its result have no loss hurdle) rather than leave the
+        other slots idle."""
+        return self.baseline_id is not None and self.calibrating
 
 
 def objectives(config: JobConfig, row: dict[str, Any]) -> tuple[float, float] | None:
@@ -352,7 +355,7 @@ class Runner:
         )
 
     def _initial(self, config: JobConfig) -> list[ArchSpec]:
-        """The objective's baseline first (trained before anything else), then the other
+        """The objective's baseline first (started before anything else), then the other
         initial baselines that lie in the space."""
         space = config.search_space.space()
         names = [config.objective.baseline, *config.evolution.initial]

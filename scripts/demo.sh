@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
-# Set up .venv (first run only) and run the main job on the embedded default.
+# Set up .venv (installing only when pyproject.toml changed) and run the main job on the
+# embedded default. Extra arguments go to `nas demo` (e.g. `--trials 4 --budget 2`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PYTHON=${PYTHON:-$(command -v python3.11 || command -v python3)}
-[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-.venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e .
+source scripts/venv.sh
+ensure_venv base
 exec .venv/bin/nas demo "$@"

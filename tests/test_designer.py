@@ -223,3 +223,64 @@ def test_evolution_beats_random_search_on_a_planted_optimum():
         re_best.append(best_distance(RegularizedEvolution(space, config), target))
         rs_best.append(best_distance(RandomSearch(space, seed), target))
     assert np.mean(re_best) + 2 < np.mean(rs_best)
+
+
+def children_when_run_as_the_runner_does(config, seed: int, baseline_alone: bool) -> list:
+    """The proposals of a job's search, dispatched as the runner does: the objective's
+    baseline first (alone until it finishes with `baseline_alone`, as while the runner
+    calibrates the hurdle's margin), up to `workers.concurrency` trials in flight, each told
+    when it finishes (durations vary); every trial succeeds."""
+    from nas_service.designer import EvolutionConfig as Sizes
+    from nas_service.runner import Runner
+
+    space = config.search_space.space()
+    sizes = Sizes(
+        population_size=config.evolution.population_size,
+        tournament_size=config.evolution.tournament_size,
+        mode=config.objective.mode,
+        seed=config.seed,
+    )
+    initial = Runner._initial(None, config)  # pure: the baseline first, then those in the space
+    designer = RegularizedEvolution(ArchSearchSpace(space), sizes, initial)
+    rng = np.random.default_rng(seed)
+    proposals, running, clock = [], [], 0.0
+    while len(proposals) < config.limits.max_trials or running:
+        alone = baseline_alone and len(proposals) == 1 and running
+        slots = 1 if alone else config.workers.concurrency
+        while len(running) < slots and len(proposals) < config.limits.max_trials:
+            proposal = designer.ask()
+            proposals.append(proposal)
+            running.append((clock + rng.uniform(1.0, 2.0), proposal))
+            if baseline_alone and len(proposals) == 1:
+                break
+        running.sort(key=lambda item: item[0])
+        clock, done = running.pop(0)
+        designer.tell(done.key, (float(rng.uniform(5, 10)), float(rng.uniform(0.5, 2))))
+    return proposals
+
+
+@pytest.mark.parametrize("baseline_alone", [False, True])
+@pytest.mark.parametrize("source", ["demo-20", "demo-6", "quick.yaml"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_derived_sizes_make_most_trials_children_of_tournaments(source, seed, baseline_alone):
+    """With evolution's sizes left unset (the demo, examples/quick.yaml), at least half the
+    trials mutate a tournament's winner; the former population of 20 gave none."""
+    from pathlib import Path
+
+    import yaml
+
+    from api.cli.demo import demo_job
+    from nas_service.job_config import JobConfig
+
+    if source == "quick.yaml":
+        path = Path(__file__).resolve().parents[1] / "examples" / "quick.yaml"
+        data = yaml.safe_load(path.read_text())
+    else:
+        data = demo_job(int(source.split("-")[1]), 15.0, 2)
+    assert "population_size" not in data.get("evolution", {})
+    config = JobConfig.model_validate(data)
+    proposals = children_when_run_as_the_runner_does(config, seed, baseline_alone)
+    assert len(proposals) == config.limits.max_trials
+    children = [p for p in proposals if p.parent is not None]
+    assert 2 * len(children) >= len(proposals), [p.mutation for p in proposals]
+    assert proposals[0].spec == baseline(config.objective.baseline)  # the reference first

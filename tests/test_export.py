@@ -222,3 +222,13 @@ def test_package_versions_match_this_environment():
 
     versions = package_versions()
     assert versions["jax"] == jax.__version__ and versions["flax"] == flax.__version__
+
+
+def test_export_config_says_what_was_rounded_for_accelerators():
+    scaled = export_config(baseline("glam"), "100M")["scale"]
+    notes = scaled["rounding"]
+    assert notes[0]["field"] == "block.d_model" and notes[0]["multiple"] == 128
+    assert all(note["rounded"] % note["multiple"] == 0 for note in notes)
+    assert {"field", "exact", "rounded", "multiple"} == set(notes[0])
+    assert scaled["rounding_summary"].startswith("d_model ")
+    assert export_config(baseline("glam"), None)["scale"] is None

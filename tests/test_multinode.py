@@ -271,8 +271,8 @@ def test_trials_run_on_both_nodes_and_survive_the_second_dying(cluster, tmp_path
 
 
 def trials_run_on_both_nodes(client: httpx.Client, cluster: Cluster, shakespeare: str) -> None:
-    """The baseline trains alone, then the two other trials start together: one per slot,
-    so one on each node."""
+    """Two slots, one on each node, both busy from the start (a trial starts beside the
+    baseline): the job's trials ran on both nodes."""
     job_id = submit(client, shakespeare, max_trials=3, seed=0)
     job = wait_until_finished(client, job_id, "the first job")
     rows = candidates(client, job_id)
@@ -280,7 +280,6 @@ def trials_run_on_both_nodes(client: httpx.Client, cluster: Cluster, shakespeare
     assert job["status"] == "completed", job
     assert [(c["status"], c["attempt"]) for c in rows] == [("completed", 1)] * 3
     assert {c["node_id"] for c in rows} == {cluster.head_id, cluster.second_id}
-    assert {c["node_id"] for c in rows[1:]} == {cluster.head_id, cluster.second_id}
 
 
 def the_job_survives_the_second_node(client: httpx.Client, cluster: Cluster, shakespeare: str):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
-SHAKESPEARE = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
+SHAKESPEARE = Path(__file__).resolve().parent / "data" / "tinyshakespeare_head.txt"
 sys.path.insert(0, str(BENCH))
 
 import reproduce  # noqa: E402  (bench/ is a folder of scripts, not a package)
@@ -116,7 +116,7 @@ def test_the_winner_is_the_declared_one_else_the_best_by_mean_labelled():
 
 @pytest.mark.slow
 def test_quick_pipeline_end_to_end(tmp_path):
-    data = f"text:{SHAKESPEARE}" if SHAKESPEARE.is_file() else "builtin:stdlib"
+    data = f"text:{SHAKESPEARE}"
     out = tmp_path / "reproduce.json"
     results = tmp_path / "RESULTS.md"
     results.write_text("# Benchmark results\n")

@@ -67,7 +67,9 @@ def test_a_small_search_completes_with_metrics(database, ray_local, shakespeare)
     assert len(found) == 6 and [c.birth for c in found] == list(range(6))
     assert found[0].is_baseline and found[0].mutation == "initial"
     assert found[0].started_at <= min(c.started_at for c in found[1:])
-    assert found[0].finished_at <= min(c.started_at for c in found[1:])  # baseline first
+    assert found[0].started_at <= min(c.started_at for c in found[1:])  # the baseline first
+    # ... and a trial beside it: no slot waits for the baseline's result.
+    assert found[1].started_at < found[0].finished_at
     assert any(c.parent_id is not None for c in found)  # evolution produced children
     done = [c for c in found if c.status == "completed"]
     assert len(done) >= 3

@@ -14,7 +14,7 @@ from nas_service.settings import Settings
 
 MINIMAL = """
 name: quick
-dataset: text:../shared/data/tinyshakespeare.txt
+dataset: text:data/tinyshakespeare_head.txt
 search_space: {preset: proxy-cpu}
 objective: {mode: pareto}
 trial: {budget_s: 5}
@@ -51,7 +51,8 @@ def test_the_minimal_file_is_accepted_with_defaults():
 
     parsed = JobConfig.model_validate(yaml.safe_load(MINIMAL))
     assert parsed.trial.budget_s == 5 and parsed.limits.max_trials == 6
-    assert parsed.evolution.population_size == 20 and parsed.hurdle.at_fraction == 0.25
+    assert parsed.evolution.population_size == 3 and parsed.hurdle.at_fraction == 0.25
+    assert parsed.evolution.tournament_size == 2  # both derived from the 6 trials
     assert parsed.objective.baseline == "glam" and parsed.workers.max_attempts == 3
 
 
@@ -73,20 +74,20 @@ BAD = [
     ({"limits": {"max_trials": 0}}, "limits.max_trials"),
     ({"limits": {"max_hours": -2}}, "limits.max_hours"),
     ({"evolution": {"population_size": 1}}, "evolution.population_size"),
-    ({"evolution": {"tournament_size": 30}}, "evolution"),
+    ({"evolution": {"tournament_size": 30}}, "evolution.tournament_size"),
     ({"hurdle": {"at_fraction": 1.5}}, "hurdle.at_fraction"),
     ({"workers": {"concurrency": 0}}, "workers.concurrency"),
     ({"workers": {"gpus_per_trial": -1}}, "workers.gpus_per_trial"),
     ({"workers": {"max_attempts": 0}}, "workers.max_attempts"),
     ({"seed": -1}, "seed"),
-    ({"objective": {"baseline": "switch"}}, ""),  # top-1 gating is not in proxy-cpu
+    ({"objective": {"baseline": "switch"}}, "objective.baseline"),  # no top-1 in proxy-cpu
     ({"surprise": True}, "surprise"),
     ({"trial": {"budget_s": 3, "budget_steps": 10}}, "trial"),
     ({"trial": {"budget_steps": 0}}, "trial.budget_steps"),
     ({"trial": {"budget_flops": -1}}, "trial.budget_flops"),
     ({"trial": {"eval_at": [0]}}, "trial.eval_at.0"),
     ({"trial": {"reference_steps": 1}}, "trial.reference_steps"),
-    ({"search_space": {"preset": "paper"}, "trial": {"batch_size": 16}}, "trial"),
+    ({"search_space": {"preset": "paper"}, "trial": {"batch_size": 16}}, "trial.batch_size"),
 ]
 
 
@@ -95,8 +96,33 @@ def test_bad_config_names_the_field(change, field):
     with pytest.raises(ValidationError) as info:
         JobConfig.model_validate({"name": "t", "dataset": "builtin:stdlib", **change})
     assert field in [".".join(str(p) for p in e["loc"]) for e in info.value.errors()]
-    if not field:
-        assert "objective.baseline" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("trials", "population", "tournament"),
+    [(1, 3, 2), (6, 3, 2), (20, 5, 2), (50, 12, 3), (80, 20, 5), (10_000, 20, 5)],
+)
+def test_evolution_sizes_follow_the_trial_count_unless_given(trials, population, tournament):
+    base = {"name": "t", "dataset": "builtin:stdlib", "limits": {"max_trials": trials}}
+    derived = JobConfig.model_validate(base).evolution
+    assert (derived.population_size, derived.tournament_size) == (population, tournament)
+    given = JobConfig.model_validate({**base, "evolution": {"population_size": 8}}).evolution
+    assert (given.population_size, given.tournament_size) == (8, 2)
+    both = {"population_size": 30, "tournament_size": 7}
+    kept = JobConfig.model_validate({**base, "evolution": both})
+    assert (kept.evolution.population_size, kept.evolution.tournament_size) == (30, 7)
+    assert JobConfig.model_validate(kept.model_dump()) == kept  # stored and read back
+
+
+def test_a_given_tournament_must_fit_the_derived_population():
+    base = {"name": "t", "dataset": "builtin:stdlib", "limits": {"max_trials": 6}}
+    with pytest.raises(ValidationError) as info:
+        JobConfig.model_validate({**base, "evolution": {"tournament_size": 4}})
+    assert "derived from limits.max_trials 6" in str(info.value)
+    assert ("evolution", "tournament_size") in [e["loc"] for e in info.value.errors()]
+    with pytest.raises(ValidationError, match="exceeds population_size"):
+        sizes = {"population_size": 4, "tournament_size": 5}
+        JobConfig.model_validate({**base, "evolution": sizes})
 
 
 def test_expert_choice_batch_size_is_checked_and_defaulted():

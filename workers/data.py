@@ -62,10 +62,17 @@ _CHUNK_ITEMS = 2**24  # scan memmaps in pieces so checksums and vocab checks nev
 
 
 class DatasetError(ValueError):
-    """The data behind a source is missing, malformed or too small for the request."""
+    """The data behind a source is missing, malformed or too small for the request.
+
+    `str()` names the field (`dataset: ...`) for a log or a trial's reason; `message` is the
+    words alone, for callers that name the field themselves (a 422's `loc`, a CLI option).
+    """
+
+    field = "dataset"
 
     def __init__(self, message: str) -> None:
-        super().__init__(f"dataset: {message}")
+        self.message = message
+        super().__init__(f"{self.field}: {message}")
 
 
 def resolve_source(

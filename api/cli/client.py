@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -26,8 +26,40 @@ JobId = Annotated[int, typer.Argument(help="Job id.")]
 DEFAULT_SERVER = "http://127.0.0.1:8000"
 
 
-def call(method: str, server: str, path: str, token: str | None, **kwargs: Any) -> httpx.Response:
-    """Call the API; refusals print the server's message with its field, and exit 2."""
+# Where a field is in the file a request came from: its line (0: not in the file) and how to
+# say it, `job.yaml, line 4: ` (or `job.yaml: `).
+Locate = Callable[[Sequence[str]], tuple[int, str]]
+
+
+def _problems(detail: Any, locate: Locate | None = None) -> list[str]:
+    """The server's refusal, one line per problem: `field: message`, the field named once (by
+    the error's `loc`, without `body` / `query`); with `locate`, after where it is in the file,
+    in the file's order."""
+    if not isinstance(detail, list):
+        return [str(detail)]
+    lines = []
+    for item in detail:
+        loc = [str(part) for part in (item.get("loc") or [])[1:]]
+        field = ".".join(loc)
+        message = str(item.get("msg", "")).removeprefix("Value error, ")
+        while field and message.startswith(f"{field}: "):  # an older server's `field: field: `
+            message = message.removeprefix(f"{field}: ")
+        line, where = locate(loc) if locate else (0, "")
+        lines.append((line, f"{where}{field}: {message}" if field else f"{where}{message}"))
+    return [text for _, text in sorted(lines, key=lambda pair: pair[0])]
+
+
+def call(
+    method: str,
+    server: str,
+    path: str,
+    token: str | None,
+    locate: Locate | None = None,
+    **kwargs: Any,
+) -> httpx.Response:
+    """Call the API; refusals print the server's message with its field, and exit 2. With
+    `locate` (the body came from a file), each refused field is printed on its own line with
+    where it is in the file."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     url = f"{server.rstrip('/')}/api/v1{path}"
     try:
@@ -39,18 +71,84 @@ def call(method: str, server: str, path: str, token: str | None, **kwargs: Any) 
             detail = response.json().get("detail")
         except ValueError:
             detail = response.text
-        if isinstance(detail, list):
-            detail = "; ".join(
-                f"{'.'.join(str(p) for p in item.get('loc', [])[1:])}: {item.get('msg')}"
-                for item in detail
-            )
-        fail(f"{response.status_code}: {detail}")
+        if locate is not None and response.status_code == 422 and isinstance(detail, list):
+            *first, last = _problems(detail, locate) or [str(detail)]
+            for line in first:
+                typer.echo(f"error: {line}", err=True)
+            fail(last)
+        fail(f"{response.status_code}: {'; '.join(_problems(detail))}")
     return response
 
 
-def request(method: str, server: str, path: str, token: str | None, **kwargs: Any) -> Any:
-    response = call(method, server, path, token, **kwargs)
+def request(
+    method: str,
+    server: str,
+    path: str,
+    token: str | None,
+    locate: Locate | None = None,
+    **kwargs: Any,
+) -> Any:
+    response = call(method, server, path, token, locate, **kwargs)
     return response.json() if response.content else None
+
+
+def _yaml_problem(path: Path, exc: yaml.YAMLError) -> str:
+    """A YAML syntax error in the person's terms: `job.yaml, line 3, column 5: what`, and the
+    line with a caret (PyYAML's own text names `<unicode string>`, not the file)."""
+    mark = getattr(exc, "problem_mark", None)
+    if mark is None:
+        return f"{path}: {exc}"
+    problem = getattr(exc, "problem", None) or "not valid YAML"
+    context, since = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    if context and since is not None:
+        problem += f" ({context} at line {since.line + 1}, column {since.column + 1})"
+    elif context:
+        problem += f" ({context})"
+    snippet = mark.get_snippet()
+    return f"{path}, line {mark.line + 1}, column {mark.column + 1}: {problem}" + (
+        f"\n{snippet}" if snippet else ""
+    )
+
+
+def _key_lines(node: yaml.Node | None, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], int]:
+    """The line (1-based) of every key and list item of a composed YAML document, by path."""
+    lines: dict[tuple[str, ...], int] = {}
+    if isinstance(node, yaml.MappingNode):
+        items = [(str(key.value), key, value) for key, value in node.value]
+    elif isinstance(node, yaml.SequenceNode):
+        items = [(str(i), item, item) for i, item in enumerate(node.value)]
+    else:
+        return lines
+    for name, where, value in items:
+        path = (*prefix, name)
+        lines[path] = where.start_mark.line + 1
+        lines.update(_key_lines(value, path))
+    return lines
+
+
+def load_job_file(path: Path) -> tuple[dict[str, Any], Locate]:
+    """The job file's fields, and where each is in the file: every error, the server's too,
+    then says `job.yaml, line 4: trail: unknown field; did you mean 'trial'?`."""
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        fail(f"cannot read job file {path}: {getattr(exc, 'strerror', None) or exc}")
+    try:
+        lines = _key_lines(yaml.compose(text, Loader=yaml.SafeLoader))
+        body = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        fail(_yaml_problem(path, exc))
+    if not isinstance(body, dict):
+        got = "nothing" if body is None else f"a {type(body).__name__}"
+        fail(f"{path}: expected the job's fields (name: ..., dataset: ...), got {got}")
+
+    def locate(loc: Sequence[str]) -> tuple[int, str]:
+        for n in range(len(loc), 0, -1):  # the field, else the nearest section written
+            if (line := lines.get(tuple(loc[:n]))) is not None:
+                return line, f"{path}, line {line}: "
+        return 0, f"{path}: "  # a field the file lacks (e.g. a required one)
+
+    return body, locate
 
 
 def _summary(job: dict[str, Any]) -> str:
@@ -104,17 +202,14 @@ def submit_cmd(
     token: Token = None,
 ) -> None:
     """Submit a search job; prints its id."""
-    try:
-        body = yaml.safe_load(job_file.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        fail(f"cannot read job file {job_file}: {exc}")
+    body, locate = load_job_file(job_file)
     # Relative dataset paths are relative to the job file, wherever the server runs.
-    dataset = body.get("dataset") if isinstance(body, dict) else None
+    dataset = body.get("dataset")
     if isinstance(dataset, str) and dataset.partition(":")[0] in ("text", "tokens"):
         scheme, _, path = dataset.partition(":")
         if path and not Path(path).expanduser().is_absolute():
             body["dataset"] = f"{scheme}:{(job_file.parent / path).resolve()}"
-    job = request("POST", server, "/jobs", token, json=body)
+    job = request("POST", server, "/jobs", token, locate, json=body)
     typer.echo(job["id"])
 
 
@@ -156,19 +251,17 @@ def watch_cmd(
     token: Token = None,
     interval: Annotated[float, typer.Option(min=0.2)] = 2.0,
 ) -> None:
-    """Follow a job until it ends: progress, best so far, front size; then the best and the
-    front."""
-    while True:
-        job = request("GET", server, f"/jobs/{job_id}", token)
-        pareto = request("GET", server, f"/jobs/{job_id}/pareto", token)
-        typer.echo(f"{_summary(job)}, front {len(pareto['front'])}")
-        if job["status"] in FINAL:
-            for line in _best_lines(job, pareto):
-                typer.echo(line)
-            if job.get("error"):
-                typer.echo(f"error: {job['error']}")
-            return
-        time.sleep(interval)
+    """Follow a job until it ends (a live line on a terminal, a line per finished trial when
+    piped); then the best and the front."""
+    from api.cli.follow import follow
+
+    job = follow(server, job_id, token, interval, console, history=False)
+    pareto = request("GET", server, f"/jobs/{job_id}/pareto", token)
+    typer.echo(f"{_summary(job)}, front {len(pareto['front'])}")
+    for line in _best_lines(job, pareto):
+        typer.echo(line)
+    if job.get("error"):
+        typer.echo(f"error: {job['error']}")
 
 
 def _transition(action: str):

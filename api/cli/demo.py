@@ -1,27 +1,45 @@
 """`nas demo`: the main job on the embedded default (SQLite, local Ray, built-in corpus).
 
 Starts `nas serve` (API + runner), submits a small search sized for about five minutes on
-2 CPU cores, follows it, then prints the Pareto front and exports the best candidate.
+2 CPU cores, follows it, then prints the Pareto front next to the baseline and exports the
+best candidate. The service stops with the demo (`--keep-serving` keeps it up until Ctrl+C).
 """
 
 from __future__ import annotations
 
 import os
+import signal
+import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import httpx
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from api.cli.client import FINAL, request
+from api.cli.client import request
+from api.cli.follow import follow
 from api.cli.local_server import start_server, stop_server
 from api.cli.space import fail
 from search_space import ArchSpec, describe
 
-console = Console()
+console = Console(soft_wrap=True)  # lines are never cut: a cut URL cannot be clicked
+
+
+def demo_job(trials: int, budget: float, concurrency: int) -> dict[str, Any]:
+    """The demo's job. Evolution's sizes are left to the job's rule (derived from the trial
+    count), which makes most trials children of tournaments: the demo shows evolution."""
+    return {
+        "name": "demo",
+        "dataset": "builtin:stdlib",
+        "search_space": {"preset": "proxy-cpu"},
+        "objective": {"mode": "pareto"},
+        "trial": {"budget_s": budget},
+        "limits": {"max_trials": trials},
+        "workers": {"concurrency": concurrency},
+    }
 
 
 def demo(
@@ -34,82 +52,137 @@ def demo(
     out: Annotated[Path, typer.Option(help="Where the best candidate's export goes.")] = Path(
         "nas-demo"
     ),
+    keep_serving: Annotated[
+        bool,
+        typer.Option(
+            "--keep-serving",
+            help="Keep the service and its dashboard up after the demo, until Ctrl+C.",
+        ),
+    ] = False,
 ) -> None:
-    """Run a small search end to end on this machine and export its best block."""
+    """Run a small search end to end on this machine and export its best block.
+
+    Ctrl+C (or SIGTERM) stops the search and the service it started, Ray included."""
     env = dict(os.environ)
     if home is not None:
         env["NAS_HOME"] = str(home)
+    signal.signal(signal.SIGTERM, _interrupt)  # as Ctrl+C: the service is stopped, not left
+    server = None
+    done = False
     try:
-        server, url = start_server(env=env)
-    except (RuntimeError, TimeoutError) as exc:
-        fail(str(exc))
-    try:
-        job = request(
-            "POST",
-            url,
-            "/jobs",
-            None,
-            json={
-                "name": "demo",
-                "dataset": "builtin:stdlib",
-                "search_space": {"preset": "proxy-cpu"},
-                "objective": {"mode": "pareto"},
-                "trial": {"budget_s": budget},
-                "limits": {"max_trials": trials},
-                "evolution": {
-                    "population_size": max(2, min(8, trials)),
-                    "tournament_size": max(1, min(3, trials)),
-                },
-                "workers": {"concurrency": concurrency},
-            },
-        )
-        console.print(
-            f"job {job['id']} submitted: {trials} trials of {budget:g} s on "
-            f"{concurrency} slots. Watch it live: {url}/#/jobs/{job['id']} "
-            f"(API {url}/api/v1, docs {url}/docs)"
-        )
-        while job["status"] not in FINAL:
-            time.sleep(2.0)
-            job = request("GET", url, f"/jobs/{job['id']}", None)
-            p = job["progress"]
-            best = p["best_perplexity"]
-            console.print(
-                f"  {job['status']}: {p['done']}/{p['total']} done, {p['running']} running, "
-                f"best perplexity {'-' if best is None else f'{best:.3f}'}"
-                + (f", ETA {p['eta_s']:.0f} s" if p.get("eta_s") else "")
-            )
-        if job["status"] != "completed":
-            fail(f"the search ended {job['status']}: {job.get('error')}")
-        _report(url, job, out)
+        try:
+            server, url = start_server(env=env)
+        except (RuntimeError, TimeoutError) as exc:
+            fail(str(exc))
+        _run(url, trials, budget, concurrency, out, keep_serving)
+        done = True
+        if keep_serving:
+            console.print(f"serving {url}/ until Ctrl+C")
+            while True:
+                time.sleep(3600)
+    except KeyboardInterrupt:
+        if not done:
+            print("interrupted: stopping the service", file=sys.stderr, flush=True)
     finally:
-        stop_server(server)
+        # A second Ctrl+C must not cut the service's shutdown short (its Ray would stay).
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, signal.SIG_IGN)
+        if server is not None:
+            stop_server(server)
+    if not done:
+        raise typer.Exit(130)
+
+
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _run(
+    url: str, trials: int, budget: float, concurrency: int, out: Path, keep_serving: bool
+) -> None:
+    """Submit the demo's job, follow it, report its front and export its best."""
+    job = request("POST", url, "/jobs", None, json=demo_job(trials, budget, concurrency))
+    closes = (
+        "stays up after the demo until Ctrl+C"
+        if keep_serving
+        else "closes when the demo ends; --keep-serving keeps it up"
+    )
+    console.print(
+        f"job {job['id']} submitted: {trials} trials of {budget:g} s on {concurrency} slots",
+    )
+    console.print(f"dashboard ({closes}):")
+    console.print(f"  {url}/#/jobs/{job['id']}", highlight=False)
+    console.print(f"API {url}/api/v1, docs {url}/docs", highlight=False)
+    job = follow(url, job["id"], None, 2.0, console)
+    if job["status"] != "completed":
+        fail(f"the search ended {job['status']}: {job.get('error')}")
+    _report(url, job, out)
+
+
+def _candidates(url: str, job_id: int) -> list[dict[str, Any]]:
+    """Every candidate of the job, in birth order."""
+    found: list[dict[str, Any]] = []
+    while True:
+        params = {"sort": "birth", "limit": 1000, "offset": len(found)}
+        page = request("GET", url, f"/jobs/{job_id}/candidates", None, params=params)
+        found += page["items"]
+        if len(page["items"]) < 1000:
+            return found
+
+
+def evolution_line(candidates: list[dict[str, Any]]) -> str:
+    """How the trials came about: children of tournaments (the evolution), initial
+    baselines and random samples."""
+    children = sum(c["parent_id"] is not None for c in candidates)
+    initial = sum(c["mutation"] == "initial" or c["is_baseline"] for c in candidates)
+    return (
+        f"evolution: {children} of {len(candidates)} trials were mutations of a tournament's "
+        f"winner; {initial} initial baselines, {len(candidates) - children - initial} random "
+        "samples"
+    )
 
 
 def _report(url: str, job: dict, out: Path) -> None:
-    """The Pareto front as a table, and the best candidate exported into `out`."""
+    """The Pareto front next to the baseline, and the best candidate exported into `out`."""
     pareto = request("GET", url, f"/jobs/{job['id']}/pareto", None)
+    candidates = _candidates(url, job["id"])
+    console.print(evolution_line(candidates))
     columns = pareto["points"]
     row_of = {candidate_id: i for i, candidate_id in enumerate(columns["id"])}
+    base = next((c for c in candidates if c["is_baseline"]), None)
+    base_ppl = base["perplexity"] if base else None
+    if base is not None:
+        ms = base["step_time_ms"]
+        console.print(
+            f"baseline: candidate {base['id']}, perplexity "
+            f"{'-' if base_ppl is None else f'{base_ppl:.3f}'}, step time "
+            f"{'-' if ms is None else f'{ms:.1f} ms'} (each trial's step time is divided by "
+            "the baseline's timed on the same slot)",
+        )
     table = Table(
         "candidate",
         "perplexity",
-        "step / baseline",
+        "perplexity / baseline",
+        "step time / baseline",
         "step ms",
         "block",
-        title="Pareto front (perplexity vs step time / the baseline's on the same slot)",
+        title="Pareto front against the baseline (lower is better in both)",
     )
     for candidate_id in pareto["front"]:
         detail = request("GET", url, f"/candidates/{candidate_id}", None)
         baseline = " (baseline)" if candidate_id in pareto["baselines"] else ""
         i = row_of[candidate_id]
+        ppl = columns["perplexity"][i]
         table.add_row(
             f"{candidate_id}{baseline}",
-            f"{columns['perplexity'][i]:.3f}",
+            f"{ppl:.3f}",
+            "-" if not base_ppl else f"{ppl / base_ppl:.3f}",
             f"{columns['step_time_ratio'][i]:.3f}",
             "-" if columns["step_time_ms"][i] is None else f"{columns['step_time_ms'][i]:.1f}",
             describe(ArchSpec.model_validate(detail["spec"])),
         )
-    console.print(table)
+    # Piped (a log), rich would wrap the table at 80 columns, one word per line.
+    (console if console.is_terminal else Console(width=240)).print(table)
     progress = job["progress"]
     best = progress["best_candidate_id"]
     console.print(f"best: candidate {best}, {progress['best_rule']}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from typing import Annotated
@@ -22,4 +23,21 @@ def runner_cmd(
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    Runner().run(stop, until_idle=until_idle)
+    try:
+        Runner().run(stop, until_idle=until_idle)
+    finally:
+        stop_ray()
+
+
+def stop_ray() -> None:
+    """Disconnect from Ray, ending the local Ray this process started (not a cluster it
+    joined), and whatever of it outlives that: the raylet's dashboard and runtime-env agents
+    otherwise survive a Ctrl+C for a while, or for good when the raylet was killed."""
+    import ray
+
+    from api.cli.local_server import descendants, end_processes
+
+    family = descendants(os.getpid())
+    if ray.is_initialized():
+        ray.shutdown()
+    end_processes(family)

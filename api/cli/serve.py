@@ -8,7 +8,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -50,8 +50,33 @@ def serve_cmd(
             "directories.",
             err=True,
         )
+    supervisor: RunnerSupervisor | None = None
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            """The runner got the same Ctrl+C and exits: it must not be restarted meanwhile."""
+            if supervisor is not None:
+                supervisor.stopping()
+            super().handle_exit(sig, frame)
+
+    def shutdown() -> None:
+        """Stop the runner with the server. Later signals (a second Ctrl+C; the demo's SIGTERM
+        after the group's SIGINT) are ignored: cutting the runner's shutdown short would leave
+        its Ray behind."""
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, signal.SIG_IGN)
+        if supervisor is not None:
+            supervisor.stop()
+
+    def stop(*_: object) -> None:
+        """uvicorn re-raises the signal that stopped it once it has shut down, so this handler
+        (restored by then) also runs on SIGTERM/SIGINT; before uvicorn runs, it stops all."""
+        shutdown()
+        raise SystemExit(0)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, stop)
     upgrade(settings.resolved_database_url)
-    supervisor = None
     if runner:  # its own process: Ray's driver and JAX stay out of the API's event loop
         supervisor = RunnerSupervisor([sys.executable, "-m", "api.cli", "runner"])
         supervisor.start()
@@ -59,19 +84,19 @@ def serve_cmd(
     typer.echo(f"database: {settings.resolved_database_url}")
     typer.echo(f"dashboard: {url}/   API: {url}/api/v1   docs: {url}/docs")
 
-    def stop(*_: object) -> None:
-        """Stop the runner with the server. uvicorn re-raises the signal that stopped it once
-        it has shut down, so this handler (restored by then) also runs on SIGTERM/SIGINT."""
-        if supervisor is not None:
-            supervisor.stop()
-        raise SystemExit(0)
-
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, stop)
+    # A bounded graceful shutdown: an open event stream (a dashboard tab) would hold it forever.
+    config = uvicorn.Config(
+        create_app(), host=host, port=port, log_level="warning", timeout_graceful_shutdown=3
+    )
+    server = Server(config)
     try:
-        uvicorn.run(create_app(), host=host, port=port, log_level="warning")
+        server.run()
+    except KeyboardInterrupt:  # as uvicorn.run: a signal before its handlers were in place
+        pass
     finally:
-        stop()
+        shutdown()
+    if not server.started:  # as uvicorn.run: it could not start (e.g. the port is taken)
+        raise SystemExit(3)
 
 
 class RunnerSupervisor:
@@ -111,6 +136,10 @@ class RunnerSupervisor:
                 if self._stopping.is_set():
                     return
                 self.process = subprocess.Popen(self.argv, env=os.environ)
+
+    def stopping(self) -> None:
+        """No more restarts: the service is shutting down (`stop` ends the runner)."""
+        self._stopping.set()
 
     def stop(self) -> None:
         with self._lock:

@@ -23,6 +23,7 @@ from search_space import (
     sample,
     scale,
 )
+from search_space.scaling import describe_rounding
 from search_space.specs import describe_layer
 
 space_app = typer.Typer(help="Sample, inspect, cost and scale block specs.", no_args_is_help=True)
@@ -145,3 +146,5 @@ def scale_cmd(
         f"target {result.target} ({result.target_params:,} activated, recipe {result.recipe}): "
         f"{result.relative_error:+.1%} {'within' if result.within_tolerance else 'outside'} ±10%"
     )
+    if result.rounding:
+        console.print(f"rounded for accelerators: {describe_rounding(result.rounding)}")

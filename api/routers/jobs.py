@@ -30,17 +30,13 @@ router = APIRouter(prefix="/jobs", tags=["jobs"], responses={**NOT_FOUND, **CONF
 
 def public(db: Database, job: Job) -> JobPublic:
     """The job with its progress: trials done / running / queued, the best candidate under the
-    job's objective (and the rule that chose it), the Pareto front, elapsed, ETA."""
+    job's objective (and the rule that chose it), the Pareto front, elapsed, ETA (from the
+    measured wall time per trial)."""
     result = JobPublic.model_validate(job)
     counts = queries.progress(db, job)
     started, finished = job.started_at, job.finished_at
     elapsed = ((finished or datetime.now(UTC)) - started).total_seconds() if started else None
-    remaining = counts.total - counts.done
-    eta = (
-        elapsed / counts.done * remaining
-        if elapsed and counts.done and job.status == "running"
-        else None
-    )
+    eta = queries.eta_s(db, job)
     result.progress = Progress(**counts.__dict__, elapsed_s=elapsed, eta_s=eta)
     return result
 

@@ -29,7 +29,13 @@ from nas_service.queries.fronts import (
     hypervolume_history,
     pareto,
 )
-from nas_service.queries.jobs import Progress, delete_job, progress, reference_device_kind
+from nas_service.queries.jobs import (
+    Progress,
+    delete_job,
+    eta_s,
+    progress,
+    reference_device_kind,
+)
 from nas_service.queries.ladder import (
     candidate_runs,
     confirmation,
@@ -52,6 +58,7 @@ __all__ = [
     "candidate_runs",
     "confirmation",
     "delete_job",
+    "eta_s",
     "events_after",
     "export_inputs",
     "fidelity",

@@ -3,6 +3,7 @@ front) and deleting a job."""
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,7 +11,7 @@ from sqlalchemy import delete, func, or_, select
 
 from nas_service.db import Database
 from nas_service.jobs import JobConflict, JobNotFound
-from nas_service.models import Candidate, Job, utcnow
+from nas_service.models import Candidate, Job, Run, utcnow
 from nas_service.queries.fronts import FRONT_ELIGIBLE, cached_front
 from nas_service.queries.ladder import top_rung_best
 
@@ -108,6 +109,61 @@ def progress(db: Database, job: Job) -> Progress:
         front=list(front),
         rung=rung,
     )
+
+
+def eta_s(db: Database, job: Job) -> float | None:
+    """Seconds until a running job ends, from the measured wall time of its finished trials
+    (compile, evaluation and reference timing included, not the budget alone): the trials
+    not yet started, queued or running, and the queued and running runs of the ladder and
+    confirmation (their training part scaled by their budget), shared by the job's slots.
+    Promotions not yet decided are not counted. None until a trial has finished."""
+    if job.status != "running":
+        return None
+    now = utcnow()
+    with db.sessions() as session:
+        rows = session.execute(
+            select(
+                Candidate.status, Candidate.started_at, Candidate.finished_at, Candidate.train_s
+            ).where(Candidate.job_id == job.id, Candidate.reused_from_id.is_(None))
+        ).all()
+        runs = session.execute(
+            select(Run.budget, Run.status, Run.started_at).where(
+                Run.job_id == job.id, Run.status.in_(("queued", "running"))
+            )
+        ).all()
+    finished = [r for r in rows if r.finished_at is not None and r.started_at is not None]
+    if not finished:
+        return None
+    wall = statistics.median((r.finished_at - r.started_at).total_seconds() for r in finished)
+    train = statistics.median(r.train_s or 0.0 for r in finished)
+    overhead = max(0.0, wall - train)
+    config = job.config
+    ((_, trial_amount),) = _trial_budget(config).items()
+    not_started = max(0, config["limits"]["max_trials"] - len(rows))
+    work = (not_started + sum(r.status == "queued" for r in rows)) * wall
+    work += sum(
+        max(0.0, wall - (now - r.started_at).total_seconds())
+        for r in rows
+        if r.status == "running" and r.started_at is not None
+    )
+    for budget, status, started in runs:
+        ((_, amount),) = budget.items()
+        run_wall = overhead + train * amount / trial_amount
+        elapsed = (now - started).total_seconds() if status == "running" and started else 0.0
+        work += max(0.0, run_wall - elapsed)
+    eta = work / config["workers"]["concurrency"]
+    hours = config["limits"].get("max_hours")
+    if hours is not None and job.started_at is not None:
+        eta = min(eta, max(0.0, hours * 3600 - (now - job.started_at).total_seconds()))
+    return eta
+
+
+def _trial_budget(config: dict[str, Any]) -> dict[str, float]:
+    trial = config["trial"]
+    for name, kind in (("budget_steps", "steps"), ("budget_flops", "flops")):
+        if trial.get(name) is not None:
+            return {kind: trial[name]}
+    return {"seconds": trial.get("budget_s") or 30.0}
 
 
 def delete_job(db: Database, job_id: int) -> None:
