@@ -790,8 +790,17 @@ def upsert_results(text: str, subsection: str) -> str:
 # --- the command -----------------------------------------------------------------------------
 
 
+def expand_args(argv: Sequence[str]) -> list[str]:
+    """`@FILE` stands for the whitespace-separated arguments in FILE (a long or shared command
+    line); the command recorded with the figures is the expanded one."""
+    out: list[str] = []
+    for arg in argv:
+        out += Path(arg[1:]).read_text().split() if arg.startswith("@") else [arg]
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    argv = sys.argv[1:] if argv is None else list(argv)
+    argv = expand_args(sys.argv[1:] if argv is None else list(argv))
     sys.stdout.reconfigure(line_buffering=True)  # progress shows in a log as it happens
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     default_data = f"text:{SHARED_DATA}" if SHARED_DATA.is_file() else "builtin:stdlib"

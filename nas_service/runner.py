@@ -147,11 +147,13 @@ class JobState:
     @property
     def baseline_first(self) -> bool:
         """Only the baseline's work may start: with hurdle.margin: auto, until its noise
-        seeds have measured the margin. Otherwise candidates start beside the baseline (the
-        step-time ratio is timed on each trial's own slot, so the constraint needs nothing
-        of it; those that start before its result have no loss hurdle) rather than leave the
-        other slots idle."""
-        return self.baseline_id is not None and self.calibrating
+        seeds have measured the margin, and while other jobs' results could be reused,
+        until its result says which device kind they must match. Otherwise candidates start
+        beside the baseline (the step-time ratio is timed on each trial's own slot, so the
+        constraint needs nothing of it; those that start before its result have no loss
+        hurdle) rather than leave the other slots idle."""
+        waiting = self.calibrating or (self.baseline is None and bool(self.siblings))
+        return self.baseline_id is not None and waiting
 
 
 def objectives(config: JobConfig, row: dict[str, Any]) -> tuple[float, float] | None:

@@ -732,10 +732,10 @@ def test_confirm_button_on_a_completed_job_without_a_ladder(page, ladder_site):
     with page.expect_response(lambda r: r.url.endswith(f"/jobs/{plain.id}/confirm")) as answer:
         page.locator("#confirm-button").click()
     assert answer.value.status == 202 and answer.value.request.method == "POST"
-    page.wait_for_selector("#confirmation[data-status='running']")
+    page.wait_for_selector("#confirmation[data-status='requested']")
     assert page.locator("#confirm-button").count() == 0
     assert api(base, f"jobs/{plain.id}")["status"] not in ("completed", "failed", "cancelled")
-    assert api(base, f"jobs/{plain.id}/confirmation")["status"] == "running"
+    assert api(base, f"jobs/{plain.id}/confirmation")["status"] == "requested"
 
 
 def test_a_ladder_without_results_above_the_search_says_so(page, ladder_site):
@@ -750,7 +750,7 @@ def test_a_ladder_without_results_above_the_search_says_so(page, ladder_site):
     assert page.locator("#rung-tabs").is_hidden()
     assert page.locator("#pareto-plot").get_attribute("data-rung") == "0"
     # Its confirmation is configured: it runs once the search ends.
-    assert page.locator("#confirmation").get_attribute("data-status") == "running"
+    assert page.locator("#confirmation").get_attribute("data-status") == "requested"
     assert "once the search ends" in page.locator("#confirm-verdict").inner_text()
     assert page.locator("#confirm-button").count() == 0
 

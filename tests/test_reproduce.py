@@ -53,6 +53,20 @@ def test_table_has_the_papers_columns_and_intervals():
     assert not any("dense perplexity" in line for line in lines)
 
 
+def test_arguments_may_come_from_a_file(tmp_path):
+    (tmp_path / "args").write_text("--data builtin:stdlib\n--seeds 2 --results\n")
+    assert reproduce.expand_args(["--quick", f"@{tmp_path / 'args'}", "--json", "x.json"]) == [
+        "--quick",
+        "--data",
+        "builtin:stdlib",
+        "--seeds",
+        "2",
+        "--results",
+        "--json",
+        "x.json",
+    ]
+
+
 def test_parameter_counts_read_as_the_paper_writes_them():
     assert [reproduce.params(n) for n in (None, 999, 1_500, 10_040_800, 1.2e9)] == [
         "n/a",
