@@ -379,6 +379,12 @@ def scaled_models(
                 "within_tolerance": result.within_tolerance,
             }
         )
+    # At small sizes the recipe's rounding can turn two blocks into one model (e.g. GLaM and
+    # GLaM at a narrower model dim): it is trained once and said so.
+    hashes = [spec_hash(ArchSpec.model_validate(m["spec"])) for m in models]
+    same = [m["name"] for m, h in zip(models[1:], hashes[1:], strict=True) if h == hashes[0]]
+    if same:
+        models[0]["same_as"] = same[0]
     # As a job does: the default batch, or what the space's expert-choice layers would need
     # at this scale's expert count (whether or not the winner uses expert choice, so the
     # batch never depends on which block won).
@@ -413,6 +419,8 @@ def train_models(
     programs: dict[tuple, Any] = {}  # each spec compiles once, not once per seed
     for model in models:
         model["runs"] = []
+        if model.get("same_as"):
+            continue
         started = time.monotonic()
         spec = ArchSpec.model_validate(model["spec"])
         warm = train_proxy(spec, Budget(steps=WARMUP_STEPS), dataset, 0, config, programs=programs)
@@ -426,6 +434,8 @@ def train_models(
     for seed in range(seeds):
         order = models[seed % len(models) :] + models[: seed % len(models)]
         for model in order:
+            if model.get("same_as"):
+                continue
             spec = ArchSpec.model_validate(model["spec"])
             started = time.monotonic()
             result = train_proxy(
@@ -453,7 +463,10 @@ def train_models(
                 + (f" - {result.reason}" if result.reason else ""),
                 flush=True,
             )
+    by_name = {model["name"]: model for model in models}
     for model in models:
+        if model.get("same_as"):
+            model["runs"] = [dict(run) for run in by_name[model["same_as"]]["runs"]]
         ok = [r for r in model["runs"] if r["status"] == "ok"]
         model["perplexity"] = summarize([r["perplexity"] for r in ok]).as_dict()
         model["val_loss"] = summarize([r["val_loss"] for r in ok]).as_dict()
@@ -496,6 +509,8 @@ def table_markdown(models: Sequence[Mapping[str, Any]]) -> str:
         runs = m.get("runs") or []
         ok = sum(1 for r in runs if r.get("status") == "ok")
         name = m["name"] if not m.get("label") else f"{m['name']} ({m['label']})"
+        if m.get("same_as"):
+            name += f", the same model as {m['same_as']} at this size"
         lines.append(
             f"| {name} | {params(m.get('params_activated'))} | {params(m.get('params_total'))} "
             f"| {interval(m.get('perplexity'), 3)} | {interval(m.get('steps_per_s'), 3)} "

@@ -67,6 +67,16 @@ def test_arguments_may_come_from_a_file(tmp_path):
     ]
 
 
+def test_a_block_that_scales_to_a_baselines_model_is_said_to():
+    space = reproduce.get_preset(reproduce.PRESET)
+    glam = reproduce.baseline("glam", space)
+    models, batch = reproduce.scaled_models(glam, "a copy", 1e6)
+    assert models[0]["same_as"] == "GLaM" and "same_as" not in models[1]
+    assert batch >= 16
+    models[1]["runs"] = [{"status": "ok"}]
+    assert "the same model as GLaM" in reproduce.table_markdown(models[:1])
+
+
 def test_parameter_counts_read_as_the_paper_writes_them():
     assert [reproduce.params(n) for n in (None, 999, 1_500, 10_040_800, 1.2e9)] == [
         "n/a",

@@ -77,7 +77,7 @@ def train_proxy_cmd(
             reference=baseline(reference, space) if reference else None,
         )
     except DatasetError as exc:
-        fail(f"--data: {exc}")
+        fail(f"--data: {exc.message}")
     except ValueError as exc:
         message = str(exc)
         batch = message.startswith("batch_size")
