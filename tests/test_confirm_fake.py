@@ -118,7 +118,7 @@ def test_confirmation_declares_the_truly_best_block(sqlite_db, ray_local):
     job_id, truths = run_job(sqlite_db, spread=0.4, noise=0.01)
     report = queries.confirmation(sqlite_db, job_id)
     confirmed = [c["candidate_id"] for c in report["candidates"] if not c["is_baseline"]]
-    assert len(confirmed) == 3 and report["status"] == "done"
+    assert 2 <= len(confirmed) <= 3 and report["status"] == "done"  # top_k: 3 at most
     best = min(confirmed, key=truths.get)
     assert truths[best] < BASELINE_LOSS - 0.05  # clearly better: it must be found
     assert report["winner"] is not None
