@@ -22,7 +22,7 @@ training perplexity and steps/s). The same steps here, at a size 2 CPU cores can
 4. The table: activated and total parameters, validation perplexity and steps/s with 95%
    intervals over seeds, beside the confirmation's verdict and the fidelity figures.
 
-    python bench/reproduce.py --data text:../shared/data/tinyshakespeare.txt \\
+    python bench/reproduce.py --data text:PATH/TO/tinyshakespeare.txt \\
         --json bench/out/reproduce_tinyshakespeare.json --results
     python bench/reproduce.py --quick --json /tmp/reproduce.json   # about 2 minutes
 

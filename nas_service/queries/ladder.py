@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from nas_service import ladder, statistics
+from nas_service import ladder, statistics, store
 from nas_service.db import Database
 from nas_service.job_config import JobConfig
 from nas_service.jobs import JobNotFound
@@ -18,21 +18,7 @@ from nas_service.queries.fronts import FRONT_ELIGIBLE
 from search_space import BASELINES, baseline, spec_hash
 
 _METRICS = ("val_loss", "perplexity", "step_time_ratio")
-_RUN_COLUMNS = (
-    "id",
-    "candidate_id",
-    "stage",
-    "rung",
-    "seed",
-    "origin",
-    "attempt",
-    "status",
-    "budget",
-    *RESULT_COLUMNS,
-    "curve",
-    "started_at",
-    "finished_at",
-)
+_RUN_COLUMNS = (*store.RUN_FIELDS, "curve", "started_at", "finished_at")
 
 
 def _own_run(row: Candidate, config: dict[str, Any]) -> dict[str, Any]:
