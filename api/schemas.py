@@ -142,6 +142,11 @@ class CandidatePublic(BaseModel):
     params_activated: int | None
     flops_per_token: int | None
     mfu: float | None
+    precision: str | None = Field(
+        default=None,
+        description="Matmul precision the trial trained in: float32, or bfloat16 (float32 "
+        "parameters, optimizer state, router, softmax, norms and loss).",
+    )
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None

@@ -22,8 +22,7 @@ from figures import write_json
 from flax import nnx
 
 from search_space import PRESETS, ArchSpec, baseline, cost
-from search_space.cost import moe_experts_computed
-from search_space.specs import FFNSpec, MoESpec
+from search_space.cost import flop_matched_dense
 from workers.data import load_dataset
 from workers.device import enable_compilation_cache, fingerprint, matmul_peak_flops
 from workers.model import build_model
@@ -34,19 +33,6 @@ from workers.trainer import TrainConfig, compile_program, train_proxy
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
 PROJECT_DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "tinyshakespeare_head.txt"
 DEFAULT_DATA = SHARED_DATA if SHARED_DATA.is_file() else PROJECT_DATA
-
-
-def equal_flops_dense(spec: ArchSpec) -> ArchSpec:
-    """Each MoE layer replaced by an FFN computing as much as its experts (capacity incl.)."""
-    layers = tuple(
-        FFNSpec(
-            hidden=round(moe_experts_computed(layer) * layer.hidden), activation=layer.activation
-        )
-        if isinstance(layer, MoESpec)
-        else layer
-        for layer in spec.block.layers
-    )
-    return spec.model_copy(update={"block": spec.block.model_copy(update={"layers": layers})})
 
 
 def compile_times(spec: ArchSpec, config: TrainConfig) -> tuple[float, float]:
@@ -80,7 +66,7 @@ def main() -> None:
     blocks = {name: baseline(name, proxy) for name in ("dense", "glam", "switch", "glam-ec")}
     blocks["dense-d512"] = baseline("dense", wide)
     for name in ("glam", "switch", "glam-ec"):
-        blocks[f"{name}-equal-flops-dense"] = equal_flops_dense(blocks[name])
+        blocks[f"{name}-equal-flops-dense"] = flop_matched_dense(blocks[name])
 
     rows = {}
     for name, spec in blocks.items():

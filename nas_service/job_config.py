@@ -175,6 +175,7 @@ class ObjectiveConfig(_Section):
 
 
 DEFAULT_BATCH_SIZE = 16
+PRECISIONS = ("float32", "bfloat16")
 DEFAULT_BUDGET_S = 30.0
 BUDGETS = ("budget_s", "budget_steps", "budget_flops")
 
@@ -204,11 +205,18 @@ class TrialConfig(_Section):
     grad_clip: Annotated[float, Field(gt=0, le=1e6)] = 1.0
     eval_tokens: Annotated[int, Field(ge=1, le=1_000_000_000)] = 32_768
     eval_at: list[Annotated[float, Field(gt=0, le=1)]] = Field(
-        default_factory=lambda: [0.25, 0.5, 1.0],
+        default_factory=lambda: [1.0],
         min_length=1,
         max_length=20,
         description="Fractions of the budget at which the validation loss is measured "
-        "(outside the budget); returned as val_loss_at.",
+        "(outside the budget, each costing one evaluation of eval_tokens); returned as "
+        "val_loss_at. Add e.g. 0.25 and 0.5 for each trial's own fidelity curve.",
+    )
+    precision: Literal["float32", "bfloat16"] | None = Field(
+        default=None,
+        description="Matmul precision: bfloat16 computes in bfloat16 with float32 parameters, "
+        "optimizer state, router, softmax, norms and loss. Default: bfloat16 on GPUs and "
+        "TPUs, float32 on CPUs. Stored with each result as `precision`.",
     )
     reference_steps: Annotated[int, Field(ge=2, le=10_000)] = Field(
         default=8,

@@ -11,10 +11,13 @@ from typing import Any
 
 
 def device_kind(device: dict[str, Any] | None) -> str | None:
-    """`platform:kind` of a device fingerprint (CPUs: the host's processor model)."""
+    """`platform:kind` of a device fingerprint (CPUs: the host's processor model), with the
+    share of a GPU the trial held when it shared one (`gpu:NVIDIA H200 @0.25`): a quarter of
+    a GPU trains fewer steps in a wall-clock budget than a whole one."""
     if not device or not device.get("platform"):
         return None
     kind = device.get("device_kind") or ""
     if device["platform"] == "cpu":
         kind = device.get("host_cpu") or kind
-    return f"{device['platform']}:{kind}"[:200]
+    share = f" @{device['gpu_share']:g}" if device.get("gpu_share") else ""
+    return f"{device['platform']}:{kind}"[: 200 - len(share)] + share

@@ -144,6 +144,7 @@ class Candidate(Base):
     params_activated: Mapped[int | None] = mapped_column(BigInteger)
     flops_per_token: Mapped[int | None] = mapped_column(BigInteger)
     mfu: Mapped[float | None] = mapped_column(Float)
+    precision: Mapped[str | None] = mapped_column(String(16))
     moe: Mapped[list[Any] | None]
     device: Mapped[dict[str, Any] | None]
     smoothed_loss_at: Mapped[dict[str, Any] | None]
@@ -218,6 +219,7 @@ class Run(Base):
     params_activated: Mapped[int | None] = mapped_column(BigInteger)
     flops_per_token: Mapped[int | None] = mapped_column(BigInteger)
     mfu: Mapped[float | None] = mapped_column(Float)
+    precision: Mapped[str | None] = mapped_column(String(16))
     moe: Mapped[list[Any] | None]
     device: Mapped[dict[str, Any] | None]
     smoothed_loss_at: Mapped[dict[str, Any] | None]

@@ -188,3 +188,20 @@ def cost(spec: ArchSpec, bytes_per_value: int = 4) -> CostReport:
         repeats=spec.repeats,
         layers=layers,
     )
+
+
+def flop_matched_dense(spec: ArchSpec) -> ArchSpec:
+    """`spec` with every MoE layer replaced by a dense FFN of the same activated FLOPs
+    (hidden x the experts computed per token, capacity slots included; no router): the
+    dense block an MoE block's step time is compared with."""
+    layers = [
+        FFNSpec(
+            hidden=max(1, round(layer.hidden * moe_experts_computed(layer))),
+            activation=layer.activation,
+        ).model_dump()
+        if isinstance(layer, MoESpec)
+        else layer.model_dump()
+        for layer in spec.block.layers
+    ]
+    data = spec.model_dump()
+    return ArchSpec.model_validate({**data, "block": {**data["block"], "layers": layers}})

@@ -55,6 +55,9 @@ RESULT_FIELDS: tuple[ResultField, ...] = (
     ResultField("params_activated", int, "Parameters a token touches, from the cost model."),
     ResultField("flops_per_token", int, "Forward FLOPs per token, from the cost model."),
     ResultField("mfu", float, "Model FLOP utilisation against the device's measured peak."),
+    ResultField(
+        "precision", str, "Matmul precision: float32, or bfloat16 with float32 parameters."
+    ),
     ResultField("moe", list, "Per MoE layer: expert load, dropped fraction, router entropy."),
     ResultField("device", dict, "Device fingerprint the trial ran on."),
     ResultField("smoothed_loss_at", dict, "Smoothed training loss at budget fractions."),

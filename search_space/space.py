@@ -195,7 +195,24 @@ PROXY_CPU = PAPER.override(
     }
 )
 
-PRESETS: dict[str, SearchSpace] = {space.name: space for space in (PAPER, PROXY_CPU)}
+PROXY_GPU = PAPER.override(
+    # The paper's structure at a size that fills one modern GPU in 1-10 minute trials: its
+    # widths and 32 experts, a sentencepiece-sized vocabulary (for `tokens:` data), sequences
+    # of 512 and one block of 4..8 sub-layers (not 8 x 3): the GLaM baseline has 77M
+    # activated (502M total) parameters and a training step at batch 32 is 7.9 TFLOPs (the
+    # README's "Running on GPUs and TPUs" has the cost per trial).
+    {
+        "name": "proxy-gpu",
+        "d_model": [512, 768, 1024],
+        "min_layers": 4,
+        "attention_heads": [8, 12, 16],
+        "repeats": [1],
+        "vocab_size": 32_768,
+        "seq_len": 512,
+    }
+)
+
+PRESETS: dict[str, SearchSpace] = {space.name: space for space in (PAPER, PROXY_CPU, PROXY_GPU)}
 
 
 def get_preset(name: str) -> SearchSpace:

@@ -43,10 +43,12 @@ def shakespeare_data(shakespeare):
 
 @pytest.fixture(scope="session")
 def ray_local():
-    """One local Ray for the whole test session (starting one costs seconds)."""
+    """One local Ray for the whole test session (starting one costs seconds). It declares one
+    GPU, which this machine may not have: Ray only hands out the resource (and its share's
+    environment), JAX in an actor holding it still finds the CPU."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
 

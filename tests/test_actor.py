@@ -34,6 +34,7 @@ def actor(ray_local, tmp_path_factory):
 
 def test_actor_runs_trials_in_a_row_and_survives_a_failure(actor, ray_local, shakespeare):
     info = ray_local.get(actor.info.remote())
+    assert info["warm"]  # the matmul peak was measured at start, not in the first trial
     if hasattr(os, "sched_getaffinity") and len(os.sched_getaffinity(0)) > 1:
         assert len(info["cores"]) == 1 and info["pid"] != os.getpid()
         assert info["cores"] == [min(os.sched_getaffinity(0))] and not info["cores_shared"]
@@ -139,3 +140,29 @@ def test_an_actor_keeps_at_most_its_program_cache_size(ray_local, shakespeare, t
         ray_local.kill(handle)
     assert compile_s[0] > 0 and compile_s[1] == 0.0  # kept...
     assert compile_s[2] > 0 and compile_s[3] > 0  # ...until another spec evicted it
+
+
+def test_a_fractional_gpu_share_caps_the_actors_memory_and_marks_its_results(
+    ray_local, shakespeare
+):
+    """Four trials per GPU: an actor holding 0.25 of one gets XLA's memory fraction from its
+    share (read from the actor's own environment), and its results say the device was
+    shared, so they are not compared with trials that had a device alone."""
+    from workers.actor import GPU_MEMORY_USABLE
+
+    handle = worker_actor(slot=7, cpus_per_slot=0.5, gpus_per_slot=0.25)
+    try:
+        info = ray_local.get(handle.info.remote())
+        assert info["gpu_share"] == 0.25
+        assert float(info["memory_fraction"]) == pytest.approx(0.25 * GPU_MEMORY_USABLE)
+        done = ray_local.get(handle.run.remote(request(1, shakespeare, budget=0.3)))
+        assert done["result"]["status"] == "ok"
+        assert done["result"]["device"]["gpu_share"] == 0.25
+    finally:
+        ray_local.kill(handle)
+    whole = worker_actor(slot=8, cpus_per_slot=0.5, gpus_per_slot=1)
+    try:
+        info = ray_local.get(whole.info.remote())
+        assert info["gpu_share"] is None and info["memory_fraction"] is None
+    finally:
+        ray_local.kill(whole)

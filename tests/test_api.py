@@ -137,7 +137,7 @@ def test_candidate_detail_has_curve_and_lineage(client, populated):
 
 def test_presets_and_health(client):
     presets = client.get(f"{API}/search-space/presets").json()
-    assert {p["name"] for p in presets["presets"]} == {"paper", "proxy-cpu"}
+    assert {p["name"] for p in presets["presets"]} == {"paper", "proxy-cpu", "proxy-gpu"}
     assert "search_space" in presets["job_config_schema"]["properties"]
     assert client.get(f"{API}/healthz").json() == {"status": "ok"}
 

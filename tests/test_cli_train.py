@@ -42,8 +42,20 @@ def test_train_proxy_steps_budget_with_a_reference(shakespeare):
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
-    assert result["steps"] == 8 and set(result["val_loss_at"]) == {"0.25", "0.5", "1"}
+    assert result["steps"] == 8 and set(result["val_loss_at"]) == {"1"}  # the default
     assert result["reference_step_time_ms"] > 0 and result["step_time_ratio"] > 0
+
+
+def test_train_proxy_precision(shakespeare):
+    out = nas(
+        "train-proxy", "--baseline", "dense", "--steps", "3", "--precision", "bfloat16",
+        "--data", shakespeare,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["precision"] == "bfloat16"
+    bad = nas("train-proxy", "--baseline", "dense", "--steps", "3", "--precision", "fp8")
+    assert bad.returncode == 2
+    assert "--precision: 'fp8' is not one of float32, bfloat16" in bad.stderr
 
 
 def test_train_proxy_budget_options_exclude_each_other(shakespeare):

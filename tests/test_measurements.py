@@ -39,7 +39,7 @@ def test_constrained_mode_stops_slow_blocks_at_a_quarter_on_the_step_time_ratio(
 def test_pareto_mode_stores_ratios_and_validation_at_fractions(sqlite_db, ray_local, shakespeare):
     config = small_job(
         shakespeare,
-        trial={"budget_steps": 16, "budget_s": None},
+        trial={"budget_steps": 16, "budget_s": None, "eval_at": [0.25, 0.5, 1.0]},
         limits={"max_trials": 3},
         hurdle={"enabled": False},
     )
@@ -97,3 +97,19 @@ def test_the_migration_keeps_results_and_derives_ratios_from_the_baseline(tmp_pa
         (2, 150.0, 8.0, 1.5, "cpu:AMD EPYC"),
         (3, None, None, None, "cpu:AMD EPYC"),
     ]
+
+
+def test_the_device_kind_names_a_shared_gpu():
+    """Perplexity in a wall-clock budget depends on the steps a device managed: a quarter of
+    a GPU is a kind of its own, and a long name still shows the share."""
+    from nas_service.measurements import device_kind
+
+    gpu = {"platform": "gpu", "device_kind": "NVIDIA H200", "host_cpu": "AMD EPYC"}
+    assert device_kind(gpu) == "gpu:NVIDIA H200"
+    assert device_kind({**gpu, "gpu_share": 0.25}) == "gpu:NVIDIA H200 @0.25"
+    assert device_kind({"platform": "cpu", "device_kind": "cpu", "host_cpu": "AMD EPYC"}) == (
+        "cpu:AMD EPYC"
+    )
+    long = device_kind({**gpu, "device_kind": "x" * 300, "gpu_share": 0.5})
+    assert len(long) == 200 and long.endswith(" @0.5")
+    assert device_kind(None) is None and device_kind({}) is None

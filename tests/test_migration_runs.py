@@ -1,6 +1,6 @@
-"""Upgrading a database filled under the previous schema (revision 0003) keeps every
-result: candidates, their curves and events are unchanged, each candidate is at rung 0, and
-its result reads back as its own run."""
+"""Upgrading a database filled under an earlier schema (revision 0003) keeps every result:
+candidates, their curves and events are unchanged, each candidate is at rung 0 with the
+precision it trained in (float32), and its result reads back as its own run."""
 
 from contextlib import ExitStack
 
@@ -84,9 +84,10 @@ def test_upgrading_an_old_database_keeps_every_result(backend, tmp_path):
         assert after["curve_points"] == before["curve_points"]
         assert after["job_events"] == before["job_events"]
         assert after["jobs"] == before["jobs"]
-        # Each candidate row is as it was, with the new rung column (0) at its end.
-        assert [row[:-1] for row in after["candidates"]] == before["candidates"]
-        assert [row[-1] for row in after["candidates"]] == [0, 0, 0]
+        # Each candidate row is as it was, with the new columns at its end: rung 0 and
+        # (revision 0005) the precision every trial before it trained in.
+        assert [row[:-2] for row in after["candidates"]] == before["candidates"]
+        assert [row[-2:] for row in after["candidates"]] == [(0, "float32")] * 3
 
         db = Database(url)
         stack.callback(db.dispose)

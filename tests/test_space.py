@@ -64,3 +64,25 @@ def test_inconsistent_layer_bounds_are_refused():
 def test_unknown_preset():
     with pytest.raises(ValueError, match="unknown preset 'tiny'"):
         get_preset("tiny")
+
+
+def test_proxy_gpu_preset_is_the_paper_structure_at_a_gpu_size():
+    """The GPU proxy keeps the paper's kinds, routing, widths and experts, and costs what
+    the README's "Running on GPUs and TPUs" says: its GLaM baseline has 77.1M activated and
+    501.8M parameters, and a training step at batch 32 is 7.9 TFLOPs, so a minute of an
+    H100-class GPU (989 TFLOP/s bf16) at 45% MFU trains it for thousands of steps."""
+    from search_space import baseline
+    from search_space.cost import cost
+
+    gpu, paper = PRESETS["proxy-gpu"], PRESETS["paper"]
+    for item in ("layer_kinds", "gating", "capacity_factor", "activation", "num_experts",
+                 "ffn_hidden", "moe_hidden", "d_model", "head_dim"):  # fmt: skip
+        assert getattr(gpu, item) == getattr(paper, item), item
+    assert gpu.vocab_size >= 32_000 and gpu.seq_len == 512 and gpu.repeats == [1]
+    report = cost(baseline("glam", gpu))
+    assert report.params_activated == pytest.approx(77.1e6, rel=0.005)
+    assert report.params_total == pytest.approx(501.8e6, rel=0.005)
+    step_flops = report.train_flops_per_token * 32 * gpu.seq_len
+    assert step_flops == pytest.approx(7.89e12, rel=0.005)
+    steps_per_minute = 60 * 0.45 * 989e12 / step_flops
+    assert 1_000 < steps_per_minute < 10_000

@@ -87,6 +87,7 @@ BAD = [
     ({"trial": {"budget_flops": -1}}, "trial.budget_flops"),
     ({"trial": {"eval_at": [0]}}, "trial.eval_at.0"),
     ({"trial": {"reference_steps": 1}}, "trial.reference_steps"),
+    ({"trial": {"precision": "float16"}}, "trial.precision"),
     ({"search_space": {"preset": "paper"}, "trial": {"batch_size": 16}}, "trial.batch_size"),
 ]
 

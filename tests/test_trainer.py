@@ -207,7 +207,8 @@ def test_budget_takes_exactly_one_positive_kind():
 
 
 def test_validation_loss_is_measured_at_fractions_of_the_budget(shakespeare_data):
-    result = train_proxy(baseline("dense"), Budget(steps=40), shakespeare_data, config=QUICK)
+    config = replace(QUICK, eval_at=(0.25, 0.5, 1.0))
+    result = train_proxy(baseline("dense"), Budget(steps=40), shakespeare_data, config=config)
     assert set(result.val_loss_at) == {"0.25", "0.5", "1"}
     assert result.val_loss_at["1"] == result.val_loss
     assert result.val_loss_at["0.25"] > result.val_loss  # it learns between the two
@@ -293,3 +294,110 @@ def test_reference_windows_interleave_the_baseline_with_training(shakespeare_dat
     )
     assert result.status == "ok" and result.step_time_ratio is not None
     assert seen == [(0, 2), (10, 2), (20, 2), (30, 2)]
+
+
+def test_bfloat16_trains_and_follows_float32(shakespeare_data):
+    """Mixed precision: bfloat16 matmuls, float32 parameters, and a loss curve within 2% of
+    float32's at every step over 40 steps of the same seed and batches."""
+
+    def run(precision: str):
+        config = replace(QUICK, precision=precision)
+        return train_proxy(baseline("glam"), Budget(steps=40), shakespeare_data, config=config)
+
+    runs = {precision: run(precision) for precision in ("float32", "bfloat16")}
+    f32, bf16 = runs["float32"], runs["bfloat16"]
+    assert f32.status == bf16.status == "ok"
+    assert (f32.precision, bf16.precision) == ("float32", "bfloat16")
+    assert len(f32.curve) == len(bf16.curve) == 40
+    gaps = [abs(b - a) / a for (_, a), (_, b) in zip(f32.curve, bf16.curve, strict=True)]
+    assert max(gaps) < 0.02
+    assert bf16.curve[-1][1] < bf16.curve[0][1] - 1.0  # it learns
+    assert bf16.val_loss == pytest.approx(f32.val_loss, rel=0.02)
+    assert bf16.val_loss != f32.val_loss  # computed in another precision indeed
+
+
+def test_the_default_precision_is_float32_on_a_cpu(shakespeare_data):
+    result = train_proxy(baseline("dense"), Budget(steps=2), shakespeare_data, config=QUICK)
+    assert result.precision == "float32" and result.to_json()["precision"] == "float32"
+    with pytest.raises(ValueError, match="precision: 'float16'"):
+        train_proxy(
+            baseline("dense"), Budget(steps=2), shakespeare_data,
+            config=replace(QUICK, precision="float16"),
+        )  # fmt: skip
+
+
+def _program(spec: ArchSpec, config: TrainConfig):
+    from flax import nnx
+
+    from workers.model import build_model
+    from workers.trainer import compile_program
+
+    graphdef, params = nnx.split(build_model(spec, 0))
+    return compile_program(graphdef, config, params, (config.batch_size, spec.seq_len + 1)), params
+
+
+def test_steps_are_dispatched_ahead_of_the_one_being_read(shakespeare_data):
+    """The host reads step i while steps i+1..i+ahead are in flight (the device never waits
+    for Python); a steps budget still runs exactly its steps."""
+    from workers.trainer import Steps
+
+    spec = baseline("dense")
+    program, params = _program(spec, QUICK)
+    in_flight: list[int] = []
+
+    class Watched(Steps):
+        def read(self):
+            in_flight.append(len(self.pending))
+            return super().read()
+
+    batches = shakespeare_data.train_batches(QUICK.batch_size, spec.seq_len, 0)
+    steps = Watched(program, params, batches, ahead=2)
+    out = steps.run(10)
+    assert len(out) == 10 and all(seconds > 0 for _, seconds in out)
+    assert in_flight[:8] == [3] * 8 and in_flight[8:] == [2, 1]  # 1 read + 2 ahead, then drain
+    assert not steps.pending
+
+
+def test_pipelined_step_times_agree_with_synchronous_timing(shakespeare_data):
+    """A step's time from completion gaps is the step's cost: the median of pipelined steps
+    matches the median of steps timed one by one with block_until_ready (within 25%)."""
+    import time
+
+    import jax.numpy as jnp
+    import numpy as np
+
+    from workers.trainer import Steps
+
+    spec = wide_dense()
+    program, params = _program(spec, QUICK)
+    batches = shakespeare_data.train_batches(QUICK.batch_size, spec.seq_len, 0)
+    steps = Steps(program, params, batches, ahead=2)
+    steps.run(3)  # warm
+    medians = {"synchronous": [], "pipelined": []}
+    for _ in range(2):  # interleaved, so that a change of the machine's load hits both
+        one_by_one = []
+        for _ in range(8):
+            batch = jnp.asarray(next(batches))
+            start = time.perf_counter()
+            steps.params, steps.opt_state, loss = program.train_step(
+                steps.params, steps.opt_state, batch
+            )
+            loss.block_until_ready()
+            one_by_one.append(time.perf_counter() - start)
+        medians["synchronous"].append(np.median(one_by_one))
+        steps.done_at = time.perf_counter()
+        medians["pipelined"].append(np.median([s for _, s in steps.run(8)]))
+    ratio = np.mean(medians["pipelined"]) / np.mean(medians["synchronous"])
+    assert 0.75 < ratio < 1.25, medians
+
+
+def test_a_seconds_budget_overshoots_by_less_than_a_window(shakespeare_data):
+    """The loop stops dispatching when the steps in flight would overshoot; what it trains
+    is within one window (the steps in flight) of the budget, and train_s is the sum of the
+    step times."""
+    result = train_proxy(wide_dense(), 3.0, shakespeare_data, config=QUICK)
+    assert result.status == "ok"
+    window = (QUICK.steps_ahead + 1) * result.step_time_p90_ms / 1e3
+    assert 3.0 - window < result.train_s < 3.0 + window
+    assert result.curve[-1][0] == pytest.approx(result.train_s)
+    assert result.steps * result.step_time_ms / 1e3 == pytest.approx(result.train_s, rel=0.3)

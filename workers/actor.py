@@ -23,6 +23,10 @@ import ray
 from search_space.specs import ArchSpec
 from workers import cores
 
+# Of a fractional GPU share's memory, what its actor's XLA may use: the rest is left for
+# each process's CUDA context and the allocator's fragmentation.
+GPU_MEMORY_USABLE = 0.9
+
 
 class TrialWorker:
     """Runs trials one after another; keeps datasets and compiled programs across trials."""
@@ -44,10 +48,22 @@ class TrialWorker:
             self._core_lease = cores.allocate(cpus_per_slot)
             self.cores, self.cores_shared = self._core_lease.cores, self._core_lease.shared
             os.sched_setaffinity(0, self.cores)
-        # Trials may share a GPU: don't let the first one take 75% of its memory.
+        # Trials may share a GPU: don't let the first one take 75% of its memory, and cap a
+        # fractional share's actor at its share of the memory (4 actors at 0.25 each).
         os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-        from workers import data, trainer  # JAX is imported here, after pinning
+        gpus = float(assigned.get("GPU", 0.0))
+        self.gpu_share = gpus if 0 < gpus < 1 else None
+        if self.gpu_share is not None:
+            fraction = self.gpu_share * GPU_MEMORY_USABLE
+            os.environ["XLA_PYTHON_CLIENT_MEM_FRACTION"] = f"{fraction:.3f}"
+        from workers import data, device, trainer  # JAX is imported here, after pinning
 
+        # Warm up before the first trial (Ray queues calls until this returns): devices
+        # found, the fingerprint read, the matmul peak (the MFU denominator; 4 s on a CPU
+        # core) measured, rather than inside the first trial's wall time.
+        device.enable_compilation_cache(cache_dir)
+        device.fingerprint()
+        device.matmul_peak_flops(dtype=device.default_precision())
         self._data = data
         self._trainer = trainer
         self._cache_dir = cache_dir
@@ -57,7 +73,7 @@ class TrialWorker:
         self._busy = threading.Lock()
 
     def info(self) -> dict[str, Any]:
-        from workers.device import fingerprint
+        from workers.device import fingerprint, matmul_peak_flops
 
         return {
             "slot": self.slot,
@@ -67,6 +83,10 @@ class TrialWorker:
             "cores_shared": self.cores_shared,
             "busy": self._busy.locked(),  # a trial is running (the runner waits for idle)
             "device": fingerprint(),
+            # the matmul peak (the MFU denominator) was measured before any trial
+            "warm": matmul_peak_flops.cache_info().currsize > 0,
+            "gpu_share": self.gpu_share,
+            "memory_fraction": os.environ.get("XLA_PYTHON_CLIENT_MEM_FRACTION"),
         }
 
     def cancel(self, candidate_id: int, attempt: int, run_id: int | None = None) -> None:
@@ -127,6 +147,8 @@ class TrialWorker:
             out = result.to_json()
             if self.cores_shared:  # timed on cores other trials use too: say so
                 out["device"] = {**out["device"], "cores_shared": True}
+            if self.gpu_share is not None:  # timed beside other trials on one GPU: say so
+                out["device"] = {**out["device"], "gpu_share": self.gpu_share}
             return out
         except Exception as exc:
             failed = trainer.TrialResult(

@@ -40,6 +40,12 @@ def _host_cpu() -> str:
     return platform.processor() or platform.machine()
 
 
+def default_precision() -> str:
+    """bfloat16 on GPUs and TPUs (their matrix units' native input), float32 on CPUs (where
+    XLA emulates bfloat16 matmuls, slower than float32)."""
+    return "float32" if jax.default_backend() == "cpu" else "bfloat16"
+
+
 @functools.cache
 def fingerprint() -> dict[str, str | int]:
     """Step times are only comparable between trials with equal fingerprints."""
@@ -56,9 +62,10 @@ def fingerprint() -> dict[str, str | int]:
 
 
 @functools.cache
-def matmul_peak_flops(n: int = 2048, repeats: int = 10) -> float:
-    """Measured float32 matmul FLOP/s of the default device: the MFU denominator."""
-    a = jnp.ones((n, n), jnp.float32)
+def matmul_peak_flops(n: int = 2048, repeats: int = 10, dtype: str = "float32") -> float:
+    """Measured matmul FLOP/s of the default device in `dtype` (float32 or bfloat16): the
+    MFU denominator of a trial in that precision."""
+    a = jnp.ones((n, n), jnp.dtype(dtype))
     matmul = jax.jit(lambda x: x @ x)
     matmul(a).block_until_ready()
     times = []

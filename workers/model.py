@@ -37,6 +37,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from search_space.cost import expert_choice_capacity, token_choice_capacity
@@ -51,6 +52,41 @@ ROPE_BASE = 10_000.0
 INFERENCE_TILES_PER_EXPERT = 4
 
 Aux = dict[str, Any]
+# The standard deviation of a standard normal truncated to [-2, 2] (as JAX's lecun_normal).
+TRUNCATED_STD = 0.87962566103423978
+
+
+def _host_rng(key: jax.Array) -> np.random.Generator:
+    return np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel().tolist())
+
+
+def lecun_normal(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
+    """LeCun normal (variance 1 / fan_in, fan_in = shape[-2]; truncated at 2 sd) drawn with
+    NumPy on the host. JAX's initializers compile one program per parameter shape (0.3 s
+    each on a CPU core: 5-8 s for a new block on a 1-core slot); NumPy compiles nothing.
+    Under a trace (`nnx.eval_shape`, a jitted init) JAX's own initializer draws instead."""
+    if isinstance(key, jax.core.Tracer):
+        batch = tuple(range(len(shape) - 2))
+        return nnx.initializers.lecun_normal(batch_axis=batch)(key, shape, dtype)
+    rng = _host_rng(key)
+    draw = rng.standard_normal(shape, dtype=np.float32)
+    outside = np.abs(draw) > 2
+    while outside.any():  # resample what lies beyond 2 sd: a truncated normal
+        draw[outside] = rng.standard_normal(int(outside.sum()), dtype=np.float32)
+        outside = np.abs(draw) > 2
+    return jnp.asarray(draw * ((1.0 / shape[-2]) ** 0.5 / TRUNCATED_STD), dtype)
+
+
+def normal(std: float) -> Callable[..., jax.Array]:
+    """A normal initializer drawn on the host (see `lecun_normal`)."""
+
+    def init(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
+        if isinstance(key, jax.core.Tracer):
+            return nnx.initializers.normal(std)(key, shape, dtype)
+        return jnp.asarray(_host_rng(key).standard_normal(shape, dtype=np.float32) * std, dtype)
+
+    return init
+
 
 _ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "relu": jax.nn.relu,
@@ -69,6 +105,11 @@ def activate(h: jax.Array, activation: str) -> jax.Array:
         gate, up = jnp.split(h, 2, axis=-1)
         return fn(gate) * up
     return fn(h)
+
+
+def linear(d_in: int, d_out: int, dtype: Any, rngs: nnx.Rngs) -> nnx.Linear:
+    """A bias-free projection: float32 kernel, computed in `dtype`."""
+    return nnx.Linear(d_in, d_out, use_bias=False, dtype=dtype, kernel_init=lecun_normal, rngs=rngs)
 
 
 def make_norm(norm: str, d: int, rngs: nnx.Rngs) -> nnx.Module:
@@ -90,10 +131,17 @@ def rotary(x: jax.Array) -> jax.Array:
 
 
 class Attention(nnx.Module):
-    def __init__(self, d: int, spec: AttentionSpec, use_rotary: bool, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        d: int,
+        spec: AttentionSpec,
+        use_rotary: bool,
+        rngs: nnx.Rngs,
+        dtype: Any = jnp.float32,
+    ):
         self.heads, self.head_dim, self.use_rotary = spec.heads, spec.head_dim, use_rotary
-        self.qkv = nnx.Linear(d, 3 * spec.inner, use_bias=False, rngs=rngs)
-        self.out = nnx.Linear(spec.inner, d, use_bias=False, rngs=rngs)
+        self.qkv = linear(d, 3 * spec.inner, dtype, rngs)
+        self.out = linear(spec.inner, d, dtype, rngs)
 
     def __call__(self, x: jax.Array) -> tuple[jax.Array, Aux]:
         b, t, d = x.shape
@@ -103,17 +151,18 @@ class Attention(nnx.Module):
             q, k = rotary(q), rotary(k)
         scores = jnp.einsum("bthd,bshd->bhts", q, k) / jnp.sqrt(self.head_dim).astype(q.dtype)
         causal = jnp.tril(jnp.ones((t, t), dtype=bool))
-        weights = jax.nn.softmax(jnp.where(causal, scores, jnp.finfo(scores.dtype).min), axis=-1)
+        scores = jnp.where(causal, scores.astype(jnp.float32), jnp.finfo(jnp.float32).min)
+        weights = jax.nn.softmax(scores, axis=-1).astype(v.dtype)  # softmax in float32
         y = jnp.einsum("bhts,bshd->bthd", weights, v)
         return self.out(y.reshape(b * t, self.heads * self.head_dim)).reshape(b, t, d), {}
 
 
 class FeedForward(nnx.Module):
-    def __init__(self, d: int, spec: FFNSpec, rngs: nnx.Rngs):
+    def __init__(self, d: int, spec: FFNSpec, rngs: nnx.Rngs, dtype: Any = jnp.float32):
         self.activation = spec.activation
         width = 2 * spec.hidden if spec.activation in GATED_ACTIVATIONS else spec.hidden
-        self.up = nnx.Linear(d, width, use_bias=False, rngs=rngs)
-        self.down = nnx.Linear(spec.hidden, d, use_bias=False, rngs=rngs)
+        self.up = linear(d, width, dtype, rngs)
+        self.down = linear(spec.hidden, d, dtype, rngs)
 
     def __call__(self, x: jax.Array) -> tuple[jax.Array, Aux]:
         rows = x.reshape(-1, x.shape[-1])
@@ -135,15 +184,15 @@ class MoE(nnx.Module):
         self.spec = spec
         e, h = spec.num_experts, spec.hidden
         width = 2 * h if spec.activation in GATED_ACTIVATIONS else h
-        init = nnx.initializers.lecun_normal(in_axis=-2, out_axis=-1, batch_axis=(0,))
-        self.router = nnx.Param(nnx.initializers.lecun_normal()(rngs.params(), (d, e)))
-        self.w_up = nnx.Param(init(rngs.params(), (e, d, width)))
-        self.w_down = nnx.Param(init(rngs.params(), (e, h, d)))
+        self.router = nnx.Param(lecun_normal(rngs.params(), (d, e)))
+        self.w_up = nnx.Param(lecun_normal(rngs.params(), (e, d, width)))  # fan-in: d
+        self.w_down = nnx.Param(lecun_normal(rngs.params(), (e, h, d)))
 
     def experts(self, x: jax.Array) -> jax.Array:
         """x: [experts, slots, d] -> [experts, slots, d], one batched matmul per projection."""
-        h = jnp.einsum("esd,edh->esh", x, self.w_up[...])
-        return jnp.einsum("esh,ehd->esd", activate(h, self.spec.activation), self.w_down[...])
+        w_up, w_down = self.w_up[...].astype(x.dtype), self.w_down[...].astype(x.dtype)
+        h = jnp.einsum("esd,edh->esh", x, w_up)
+        return jnp.einsum("esh,ehd->esd", activate(h, self.spec.activation), w_down)
 
     def __call__(self, x: jax.Array, inference: bool = False) -> tuple[jax.Array, Aux]:
         """`inference=True`: expert-choice layers use the inference routing at any batch
@@ -236,8 +285,9 @@ class MoE(nnx.Module):
         # Tile j belongs to the expert whose tiles end after it (unused tiles: the last one).
         tile_expert = jnp.sum(tile_end[None, :] <= jnp.arange(tiles)[:, None], axis=1)
         tile_expert = jnp.minimum(tile_expert, e - 1)
-        h = jnp.einsum("jgd,jdh->jgh", expert_in, self.w_up[...][tile_expert])
-        w_down = self.w_down[...][tile_expert]
+        w_up = self.w_up[...][tile_expert].astype(x.dtype)
+        h = jnp.einsum("jgd,jdh->jgh", expert_in, w_up)
+        w_down = self.w_down[...][tile_expert].astype(x.dtype)
         out = jnp.einsum("jgh,jhd->jgd", activate(h, self.spec.activation), w_down)
         picked = out.reshape(tiles * tile, d)[slot].reshape(n, k, d)
         y = jnp.sum(gates.astype(x.dtype)[:, :, None] * picked, axis=1)
@@ -269,51 +319,61 @@ class MoE(nnx.Module):
 class Residual(nnx.Module):
     """Pre-norm residual sub-layer: x + layer(norm(x))."""
 
-    def __init__(self, layer_spec: Any, d: int, norm: str, use_rotary: bool, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        layer_spec: Any,
+        d: int,
+        norm: str,
+        use_rotary: bool,
+        rngs: nnx.Rngs,
+        dtype: Any = jnp.float32,
+    ):
         self.norm = make_norm(norm, d, rngs)
+        self.dtype = dtype
         if isinstance(layer_spec, AttentionSpec):
-            self.layer = Attention(d, layer_spec, use_rotary, rngs)
+            self.layer = Attention(d, layer_spec, use_rotary, rngs, dtype)
         elif isinstance(layer_spec, FFNSpec):
-            self.layer = FeedForward(d, layer_spec, rngs)
+            self.layer = FeedForward(d, layer_spec, rngs, dtype)
         else:
             self.layer = MoE(d, layer_spec, rngs)
 
     def __call__(self, x: jax.Array, inference: bool = False) -> tuple[jax.Array, Aux]:
-        h = self.norm(x)
+        h = self.norm(x).astype(self.dtype)  # the residual stream and norms stay float32
         y, stats = self.layer(h, inference) if isinstance(self.layer, MoE) else self.layer(h)
-        return x + y, stats
+        return x + y.astype(x.dtype), stats
 
 
 class ProxyLM(nnx.Module):
-    """Decoder-only LM: tokens [B, T] -> (logits [B, T, V] float32, aux)."""
+    """Decoder-only LM: tokens [B, T] -> (logits [B, T, V] float32, aux).
 
-    def __init__(self, spec: ArchSpec, rngs: nnx.Rngs):
+    `dtype` is the compute precision of the matmuls (bfloat16: mixed precision); parameters,
+    the residual stream, norms, the router, softmax and the loss stay float32."""
+
+    def __init__(self, spec: ArchSpec, rngs: nnx.Rngs, dtype: Any = jnp.float32):
         self.spec = spec
         d, block = spec.block.d_model, spec.block
-        embed_init = nnx.initializers.normal(EMBED_STD)
-        self.embed = nnx.Embed(spec.vocab_size, d, embedding_init=embed_init, rngs=rngs)
+        embed_init = normal(EMBED_STD)
+        self.embed = nnx.Embed(
+            spec.vocab_size, d, dtype=dtype, embedding_init=embed_init, rngs=rngs
+        )
         learned = spec.positions == "learned"
         self.positions = (
             nnx.Embed(spec.seq_len, d, embedding_init=embed_init, rngs=rngs) if learned else None
         )
         self.layers = nnx.List(
             [
-                Residual(layer, d, block.norm, not learned, rngs)
+                Residual(layer, d, block.norm, not learned, rngs, dtype)
                 for _ in range(spec.repeats)
                 for layer in block.layers
             ]
         )
         self.final_norm = make_norm(block.norm, d, rngs)
-        self.head = (
-            None
-            if spec.tied_embeddings
-            else nnx.Linear(d, spec.vocab_size, use_bias=False, rngs=rngs)
-        )
+        self.head = None if spec.tied_embeddings else linear(d, spec.vocab_size, dtype, rngs)
 
     def __call__(self, tokens: jax.Array, inference: bool = False) -> tuple[jax.Array, Aux]:
         """`inference=True`: expert-choice layers route as an exported model decoding at
         batch size 1 does, at any batch size (see the module docstring)."""
-        x = self.embed(tokens)
+        x = self.embed(tokens).astype(jnp.float32)
         if self.positions is not None:
             x = x + self.positions(jnp.arange(tokens.shape[1]))[None]
         aux_loss = jnp.zeros((), jnp.float32)
@@ -330,8 +390,8 @@ class ProxyLM(nnx.Module):
         return logits.reshape(b, t, -1).astype(jnp.float32), aux
 
 
-def build_model(spec: ArchSpec, seed: int = 0) -> ProxyLM:
-    return ProxyLM(spec, nnx.Rngs(params=seed))
+def build_model(spec: ArchSpec, seed: int = 0, dtype: Any = jnp.float32) -> ProxyLM:
+    return ProxyLM(spec, nnx.Rngs(params=seed), dtype)
 
 
 def count_params(model: nnx.Module) -> int:

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from api.cli.space import PresetOption, fail, load_spec, preset_or_fail
-from nas_service.job_config import DEFAULT_BUDGET_S
+from nas_service.job_config import DEFAULT_BUDGET_S, PRECISIONS
 from search_space import BASELINES, baseline
 
 
@@ -45,6 +45,13 @@ def train_proxy_cmd(
     seed: Annotated[int, typer.Option(min=0)] = 0,
     batch_size: Annotated[int, typer.Option(min=1, max=4096)] = 16,
     learning_rate: Annotated[float, typer.Option(min=0.0, max=10.0)] = 3e-3,
+    precision: Annotated[
+        str | None,
+        typer.Option(
+            help="float32 or bfloat16 (float32 parameters); default: bfloat16 on GPU/TPU, "
+            "float32 on CPU."
+        ),
+    ] = None,
 ) -> None:
     """Train a proxy LM for a fixed budget (seconds, steps or FLOPs); print the result as JSON."""
     if (spec_file is None) == (baseline_name is None):
@@ -59,6 +66,8 @@ def train_proxy_cmd(
     ]
     if len(given) > 1:
         fail(f"{' and '.join(given)}: give only one of --budget, --steps and --flops")
+    if precision is not None and precision not in PRECISIONS:
+        fail(f"--precision: {precision!r} is not one of {', '.join(PRECISIONS)}")
     space = preset_or_fail(preset)
     spec = load_spec(spec_file) if spec_file is not None else baseline(baseline_name, space)
     from workers.data import DatasetError, load_dataset, resolve_source
@@ -73,7 +82,9 @@ def train_proxy_cmd(
             else Budget(seconds=DEFAULT_BUDGET_S),
             dataset,
             seed=seed,
-            config=TrainConfig(batch_size=batch_size, learning_rate=learning_rate),
+            config=TrainConfig(
+                batch_size=batch_size, learning_rate=learning_rate, precision=precision
+            ),
             reference=baseline(reference, space) if reference else None,
         )
     except DatasetError as exc:

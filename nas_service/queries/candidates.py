@@ -11,7 +11,15 @@ from nas_service.jobs import JobError, JobNotFound
 from nas_service.models import CANDIDATE_STATUSES, RESULT_COLUMNS, Candidate, Job
 
 # JSON columns and free text are not sortable (PostgreSQL cannot order json values).
-_UNSORTABLE = ("reason", "traceback", "moe", "device", "smoothed_loss_at", "val_loss_at")
+_UNSORTABLE = (
+    "reason",
+    "traceback",
+    "precision",
+    "moe",
+    "device",
+    "smoothed_loss_at",
+    "val_loss_at",
+)
 SORTABLE = (
     "id",
     "birth",
