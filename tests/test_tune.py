@@ -45,7 +45,8 @@ def ok(perplexity: float, step_time_ms: float) -> dict:
 
 def test_tune_metrics_are_flat_scalars_with_nan_for_what_is_missing():
     optional = {f.name for f in fields(TrialResult) if f.default is None}
-    assert set(OPTIONAL_METRICS) == optional - {"reason", "traceback"}  # the optional floats
+    strings = {"reason", "traceback", "precision"}
+    assert set(OPTIONAL_METRICS) == optional - strings  # the optional floats
     metrics = ok(4.0, 12.5)
     assert metrics["status"] == "ok" and metrics["perplexity"] == 4.0 and metrics["steps"] == 10
     assert math.isnan(metrics["mfu"]) and "curve" not in metrics and "reason" not in metrics
@@ -53,6 +54,8 @@ def test_tune_metrics_are_flat_scalars_with_nan_for_what_is_missing():
     failed = tune_metrics(TrialResult(status="failed", reason="boom").to_json())
     assert failed["reason"] == "boom" and math.isnan(failed["perplexity"])
     assert math.isnan(failed["step_time_ms"]) and "traceback" not in failed
+    precise = tune_metrics(TrialResult(status="ok", precision="bfloat16").to_json())
+    assert precise["precision"] == "bfloat16"  # a string passes through as it is
 
 
 def test_objectives_are_fixed_by_the_evolution_mode():

@@ -59,8 +59,8 @@ class TrialWorker:
         from workers import data, device, trainer  # JAX is imported here, after pinning
 
         # Warm up before the first trial (Ray queues calls until this returns): devices
-        # found, the fingerprint read, the matmul peak (the MFU denominator; 4 s on a CPU
-        # core) measured, rather than inside the first trial's wall time.
+        # found, the fingerprint read, the matmul peak (the MFU denominator) measured, rather
+        # than inside the first trial's wall time.
         device.enable_compilation_cache(cache_dir)
         device.fingerprint()
         device.matmul_peak_flops(dtype=device.default_precision())
