@@ -51,20 +51,30 @@ def random_batches(batch: int, seq_len: int, vocab: int, seed: int = 0):
         yield rng.integers(0, vocab, size=(batch, seq_len + 1), dtype=np.int32)
 
 
-def measure_block(spec: Any, batch: int, steps: int, precision: str) -> dict[str, Any]:
-    """Compile `spec`'s train step and time `steps` pipelined steps after 2 untimed ones."""
-    import numpy as np
+def warm_steps(spec: Any, batch: int, precision: str, seed: int = 0) -> Any:
+    """`spec`'s compiled train step on random tokens, pipelined as a trial runs it, after 2
+    untimed steps."""
     from flax import nnx
 
-    from search_space.cost import cost
     from workers.model import build_model
     from workers.trainer import PRECISIONS, Steps, TrainConfig, compile_program
 
     config = TrainConfig(batch_size=batch, precision=precision)
-    graphdef, params = nnx.split(build_model(spec, 0, PRECISIONS[precision]))
+    graphdef, params = nnx.split(build_model(spec, seed, PRECISIONS[precision]))
     program = compile_program(graphdef, config, params, (batch, spec.seq_len + 1))
-    runner = Steps(program, params, random_batches(batch, spec.seq_len, spec.vocab_size), 2)
-    runner.run(2)
+    batches = random_batches(batch, spec.seq_len, spec.vocab_size, seed)
+    steps = Steps(program, params, batches, 2)
+    steps.run(2)
+    return steps
+
+
+def measure_block(spec: Any, batch: int, steps: int, precision: str) -> dict[str, Any]:
+    """Compile `spec`'s train step and time `steps` pipelined steps after 2 untimed ones."""
+    import numpy as np
+
+    from search_space.cost import cost
+
+    runner = warm_steps(spec, batch, precision)
     seconds = float(np.median([s for _, s in runner.run(steps)]))
     report = cost(spec)
     tokens_per_s = batch * spec.seq_len / seconds
@@ -75,27 +85,18 @@ def measure_block(spec: Any, batch: int, steps: int, precision: str) -> dict[str
         "flops_per_token": report.flops_per_token,
         "params_activated": report.params_activated,
         "params_total": report.params_total,
-        "compile_s": program.compile_s,
+        "compile_s": runner.program.compile_s,
     }
 
 
 def child(args: argparse.Namespace) -> None:
     """One trial of the sharing measurement: compile, say ready, train from the start time
     for the window, print the steps done in it."""
-    from flax import nnx
-
     from search_space import baseline
-    from workers.model import build_model
-    from workers.trainer import PRECISIONS, Steps, TrainConfig, compile_program
 
     size = sizes(args.quick)
     spec = baseline("dense", size["space"])
-    config = TrainConfig(batch_size=size["batch"], precision=args.precision)
-    graphdef, params = nnx.split(build_model(spec, args.seed, PRECISIONS[args.precision]))
-    program = compile_program(graphdef, config, params, (size["batch"], spec.seq_len + 1))
-    batches = random_batches(size["batch"], spec.seq_len, spec.vocab_size, args.seed)
-    runner = Steps(program, params, batches, 2)
-    runner.run(2)
+    runner = warm_steps(spec, size["batch"], args.precision, args.seed)
     Path(args.sync, f"ready-{args.seed}").touch()
     go = Path(args.sync, "go")
     while not go.exists():

@@ -175,7 +175,8 @@ class ObjectiveConfig(_Section):
 
 
 DEFAULT_BATCH_SIZE = 16
-PRECISIONS = ("float32", "bfloat16")
+Precision = Literal["float32", "bfloat16"]
+PRECISIONS: tuple[str, ...] = get_args(Precision)
 DEFAULT_BUDGET_S = 30.0
 BUDGETS = ("budget_s", "budget_steps", "budget_flops")
 
@@ -212,7 +213,7 @@ class TrialConfig(_Section):
         "(outside the budget, each costing one evaluation of eval_tokens); returned as "
         "val_loss_at. Add e.g. 0.25 and 0.5 for each trial's own fidelity curve.",
     )
-    precision: Literal["float32", "bfloat16"] | None = Field(
+    precision: Precision | None = Field(
         default=None,
         description="Matmul precision: bfloat16 computes in bfloat16 with float32 parameters, "
         "optimizer state, router, softmax, norms and loss. Default: bfloat16 on GPUs and "
