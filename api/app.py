@@ -14,7 +14,7 @@ from api.dashboard import install_dashboard
 from api.deps import get_db
 from api.docs import install_offline_docs
 from api.observability import install_observability
-from api.routers import candidates, events, export, jobs, ladder, meta
+from api.routers import candidates, compare, events, export, importance, jobs, ladder, meta
 from nas_service.jobs import JobConflict, JobError, JobNotFound
 
 API_PREFIX = "/api/v1"
@@ -57,7 +57,7 @@ def _not_found(_: Request, exc: JobNotFound) -> JSONResponse:
 
 def create_app() -> FastAPI:
     app = FastAPI(title="nas-service", version="0.1.0", docs_url=None, redoc_url=None)
-    routers = (jobs, ladder, candidates, export, events, meta)
+    routers = (jobs, ladder, candidates, export, events, meta, importance, compare)
     for router in (module.router for module in routers):
         app.include_router(router, prefix=API_PREFIX)
     install_observability(app, get_db)

@@ -44,3 +44,16 @@ def require_job_write(
 
 
 JobWriter = Annotated[Caller | None, Depends(require_job_write)]
+
+
+def require_candidate_write(
+    request: Request, candidate_id: CandidateId, db: DbDep, caller: WriteCaller
+) -> Caller | None:
+    """Who changes candidate `candidate_id` (its note): its job's owner or an admin."""
+    if caller is not None and not caller.admin:
+        job_id = jobs.candidate_job(db, candidate_id)
+        authorize_job_write(request, caller, job_id, jobs.get(db, job_id).owner)
+    return caller
+
+
+CandidateWriter = Annotated[Caller | None, Depends(require_candidate_write)]

@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ModelWrapValidatorHandler,
+    computed_field,
+    model_validator,
+)
 
+from api.markdown import render
 from nas_service.job_config import ConfirmConfig, JobConfig
+from nas_service.jobs import MAX_NOTE
+from nas_service.models import Candidate
+from search_space.features import spec_features
 
 JobCreate = JobConfig  # the job file's shape is the request body
 ConfirmCreate = ConfirmConfig  # the job file's `confirm` section is the request body
@@ -47,7 +58,31 @@ class Progress(BaseModel):
     )
 
 
-class JobPublic(BaseModel):
+NO_NUL = r"^[^\x00]*$"  # PostgreSQL text holds no NUL
+
+
+class Noted(BaseModel):
+    """A person's Markdown note, and its HTML (raw HTML in the note shown as text)."""
+
+    note: str | None = Field(default=None, description="Markdown, set with PUT .../note.")
+
+    @computed_field(description="The note rendered (CommonMark, raw HTML escaped).")
+    @property
+    def note_html(self) -> str | None:
+        return render(self.note)
+
+
+class NoteUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    note: str = Field(
+        max_length=MAX_NOTE,
+        pattern=NO_NUL,
+        description="Markdown; empty clears the note.",
+    )
+
+
+class JobPublic(Noted):
     model_config = ConfigDict(from_attributes=True)
 
     id: int
@@ -57,6 +92,11 @@ class JobPublic(BaseModel):
     error: str | None
     config: dict[str, Any]
     data_checksum: str | None
+    warm_start: list[dict[str, Any]] | None = Field(
+        default=None,
+        description="The blocks its warm start took, resolved at submission: job_id, "
+        "candidate_id and spec of each, in the order they joined the population.",
+    )
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -68,7 +108,7 @@ class JobsPublic(BaseModel):
     total: int
 
 
-class CandidatePublic(BaseModel):
+class CandidatePublic(Noted):
     model_config = ConfigDict(from_attributes=True)
 
     id: int
@@ -150,6 +190,23 @@ class CandidatePublic(BaseModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    features: dict[str, float] = Field(
+        default_factory=dict,
+        description="Derived features of the block, from its spec (search_space.features: "
+        "shares and counts of attention / dense FFN / MoE sub-layers, position of the first "
+        "MoE, gating shares, mean capacity factor and experts, widths over d_model, d_model, "
+        "repeats, activation shares, rmsnorm 1/0, total and activated parameters, forward "
+        "FLOPs per token). Empty when the stored spec is not a valid spec.",
+    )
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _features_of_row(cls, data: Any, handler: ModelWrapValidatorHandler[Self]) -> Self:
+        """A database row holds its spec, not its features: they are derived from it."""
+        model = handler(data)
+        if isinstance(data, Candidate):
+            model.features = spec_features(data.spec)
+        return model
 
 
 class Summary(BaseModel):
@@ -229,6 +286,40 @@ class CandidateDetail(CandidatePublic):
     rungs: list[RungSummary] = Field(
         description="Per (stage, rung): the mean over seeds with its standard error."
     )
+
+
+class EnqueuedCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    spec: dict[str, Any] = Field(
+        description="The block as an architecture spec (as a candidate's `spec`), checked "
+        "against the job's search space."
+    )
+    note: str | None = Field(
+        default=None,
+        max_length=MAX_NOTE,
+        pattern=NO_NUL,
+        description="Markdown: the candidate's note.",
+    )
+
+
+class EnqueuedPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    job_id: int
+    spec_hash: str
+    note: str | None
+    status: str = Field(
+        description="queued (its runner trains it next), started (candidate_id trains or "
+        "trained it) or dropped (the job ended first)."
+    )
+    candidate_id: int | None
+    created_at: datetime
+
+
+class EnqueuedList(BaseModel):
+    items: list[EnqueuedPublic]
 
 
 class Preset(BaseModel):
@@ -416,6 +507,97 @@ class ConfirmationPublic(BaseModel):
         "beats the baseline; null while running and when none was shown to.",
     )
     verdict: str | None = None
+
+
+class FeatureShare(BaseModel):
+    name: str = Field(description="A feature of search_space.features.FEATURES.")
+    perplexity: float = Field(
+        description="Share of the variance of perplexity this feature explains (0..1)."
+    )
+    step_time: float = Field(
+        description="Share of the variance of the step-time ratio this feature explains."
+    )
+
+
+class ObjectiveR2(BaseModel):
+    perplexity: float | None
+    step_time: float | None
+
+
+class ImportancePublic(BaseModel):
+    """Which block features explain perplexity and step time over a job's completed
+    candidates: a random forest per objective, cross-fitted (5 folds), and scikit-learn's
+    permutation importance on the held-out rows. A feature's share is the held-out squared
+    error that shuffling it adds, over the objective's variance, clipped at 0 and scaled so
+    that the shares sum to the forest's out-of-sample R^2: the variance the features explain
+    on candidates the forest did not see, split among them. Correlated features share their
+    importance."""
+
+    job_id: int
+    candidates: int = Field(
+        description="Completed candidates the forests were fitted on (a fixed pseudo-random "
+        "sample of them above 500)."
+    )
+    completed: int = Field(
+        description="The job's completed candidates with both objectives (of the baseline's "
+        "device kind, when known); failed, pruned and diverged ones are left out, reused "
+        "results count."
+    )
+    min_candidates: int = Field(description="Fewer candidates give no ranking.")
+    method: str
+    r2: ObjectiveR2 = Field(
+        description="Out-of-sample R^2 per objective (null with too few candidates): the "
+        "shares sum to it (to 0 when it is negative)."
+    )
+    features: list[FeatureShare] = Field(
+        description="Most important first, by perplexity share + step_time share; constant "
+        "features and those in `equivalent` left out. Empty with too few candidates."
+    )
+    equivalent: dict[str, str] = Field(
+        description="Features left out because they order the candidates exactly as a "
+        "feature listed does (e.g. layer counts when every block has the same depth): "
+        "name -> the feature listed."
+    )
+    message: str | None = Field(
+        description="Why there is no ranking (too few candidates), or that a sample was used."
+    )
+
+
+class ComparePoint(BaseModel):
+    candidate_id: int
+    perplexity: float
+    step_time_ms: float | None
+    perplexity_ratio: float | None = Field(
+        description="perplexity / the job's baseline's perplexity (null until it has one)."
+    )
+    step_time_ratio: float = Field(
+        description="Step time over the job's baseline's timed on the same slot, as stored."
+    )
+
+
+class CompareJob(BaseModel):
+    id: int
+    name: str
+    status: str
+    device_kind: str | None = Field(
+        description="The device kind of the job's baseline trial (platform:kind)."
+    )
+    budget: dict[str, int | float] = Field(
+        description='Each trial\'s budget: {"seconds": s}, {"steps": n} or {"flops": f}.'
+    )
+    baseline: str = Field(description="The job's baseline block (objective.baseline).")
+    baseline_candidate_id: int | None
+    baseline_perplexity: float | None
+    baseline_step_time_ms: float | None
+    completed: int = Field(description="The job's completed candidates.")
+    front: list[ComparePoint] = Field(
+        description="The job's Pareto front (its search's own trials), by step-time ratio."
+    )
+    message: str | None
+
+
+class ComparePublic(BaseModel):
+    jobs: list[CompareJob] = Field(description="In the order asked for.")
 
 
 class Message(BaseModel):

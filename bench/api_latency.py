@@ -4,9 +4,14 @@ Endpoints: a page of candidates (first and deep), sorted by a metric, filtered b
 job with its progress, the Pareto front with the scatter as a client gets it by default (the
 front exactly plus a binned scatter of at most 5,000 points; once computed it is served
 from a cache until a trial finishes), binned anew on every request, and with every scored
-point (`max_points=1000000`), column by column, the hypervolume history and a candidate in full.
-Each is timed alone (sequential requests), then mixed requests from several concurrent
-clients measure latency under load.
+point (`max_points=1000000`), column by column, the hypervolume history, a candidate in full,
+the feature importance (fitted on the first request, then cached until a trial completes)
+and the comparison of two jobs (a second job of as many candidates). Each is timed alone
+(sequential requests after one first request, whose time is `first_ms`), then mixed
+requests from several concurrent clients measure latency under load.
+
+Candidates have real specs sampled from the proxy-cpu space (their features feed the
+importance); their metrics are random, as before.
 
     python bench/api_latency.py --candidates 100000 --json bench/out/api_latency.json
 """
@@ -30,10 +35,21 @@ from api.cli.local_server import start_server, stop_server
 from nas_service.db import Database
 from nas_service.job_config import JobConfig
 from nas_service.models import Candidate, Job
+from search_space import sample, spec_hash
+from search_space.space import PROXY_CPU
 
 STATUSES = ("completed", "completed", "completed", "pruned", "failed", "diverged")
 REFERENCE_MS = 100.0  # the baseline's step time on every slot
 DEVICE_KIND = "cpu:benchmark"
+
+
+def distinct_specs(n: int, rng: np.random.Generator) -> list[tuple[dict, str]]:
+    """`n` distinct specs of the proxy-cpu space (as JSON, with their hash)."""
+    found: dict[str, dict] = {}
+    while len(found) < n:
+        spec = sample(PROXY_CPU, rng)
+        found.setdefault(spec_hash(spec), spec.model_dump(mode="json"))
+    return [(spec, digest) for digest, spec in found.items()]
 
 
 def populate(url: str, n: int, seed: int = 0) -> tuple[int, int]:
@@ -41,6 +57,7 @@ def populate(url: str, n: int, seed: int = 0) -> tuple[int, int]:
     db = Database(url)
     db.upgrade()
     rng = np.random.default_rng(seed)
+    specs = distinct_specs(n, rng)
     config = JobConfig(
         name="latency", dataset="builtin:stdlib", limits={"max_trials": n}
     ).model_dump(mode="json")
@@ -59,8 +76,8 @@ def populate(url: str, n: int, seed: int = 0) -> tuple[int, int]:
             rows.append(
                 {
                     "job_id": job_id,
-                    "spec": {"i": i},
-                    "spec_hash": f"{i:064x}",
+                    "spec": specs[i][0],
+                    "spec_hash": specs[i][1],
                     "birth": i,
                     "mutation": "",
                     "status": status,
@@ -93,6 +110,7 @@ def timed(client: httpx.Client, path: str) -> float:
 
 def measure(url: str, n: int, requests: int, concurrency: int, load_s: float) -> dict[str, Any]:
     job_id, candidate_id = populate(url, n)
+    other_job, _ = populate(url, n, seed=1)
     server, base = start_server("--no-runner", "--database-url", url)
     try:
         job = f"/api/v1/jobs/{job_id}"
@@ -109,17 +127,20 @@ def measure(url: str, n: int, requests: int, concurrency: int, load_s: float) ->
             "pareto_every_point": f"{job}/pareto?max_points=1000000",
             "hypervolume": f"{job}/hypervolume",
             "candidate": f"/api/v1/candidates/{candidate_id}",
+            "importance": f"{job}/importance",
+            "compare": f"/api/v1/compare?jobs={job_id},{other_job}",
         }
         figures: dict[str, Any] = {"endpoints": {}}
         with httpx.Client(base_url=base, timeout=120) as client:
             for name, path in endpoints.items():
                 paths = path if isinstance(path, list) else [path]
-                timed(client, paths[-1])  # warm
+                first = timed(client, paths[-1])  # warms (and fills) the server's caches
                 times = [timed(client, paths[i % len(paths)]) for i in range(requests)]
                 last = client.get(paths[-1])
                 figures["endpoints"][name] = {
                     "p50_ms": float(np.percentile(times, 50)),
                     "p99_ms": float(np.percentile(times, 99)),
+                    "first_ms": first,
                     "bytes": len(last.content),
                 }
                 if "/pareto" in paths[-1]:
@@ -177,10 +198,13 @@ def main() -> None:
             args.load_seconds,
         )
     figures.update(candidates=args.candidates, when=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-    print(f"{'endpoint':18} {'p50 ms':>8} {'p99 ms':>8} {'bytes':>10}")
+    print(f"{'endpoint':18} {'p50 ms':>8} {'p99 ms':>8} {'first ms':>9} {'bytes':>10}")
     for name, row in figures["endpoints"].items():
         points = f"  {row['points']:,d} points" if "points" in row else ""
-        print(f"{name:18} {row['p50_ms']:8.1f} {row['p99_ms']:8.1f} {row['bytes']:10,d}{points}")
+        print(
+            f"{name:18} {row['p50_ms']:8.1f} {row['p99_ms']:8.1f} {row['first_ms']:9.1f} "
+            f"{row['bytes']:10,d}{points}"
+        )
     load = figures["under_load"]
     print(
         f"under load, {load['clients']} clients: {load['requests_per_s']:.0f} req/s, "

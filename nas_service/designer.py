@@ -170,6 +170,16 @@ class _Designer(ABC):
                 return Proposal(spec, key, birth, parent, mutation)
         raise SearchExhausted(f"every candidate drawn for birth {birth} was already proposed")
 
+    def add(self, spec: Any, mutation: str) -> Proposal:
+        """Record a spec chosen outside the designer (a block a person added) as the next
+        trial; it replays like any other, since a designer's state is its trials."""
+        key = self.space.key(spec)
+        if key in self._births:
+            raise ValueError(f"{key!r} was already proposed (birth {self._births[key]})")
+        birth = len(self._trials)
+        self._add(Trial(key, spec, birth, mutation=mutation))
+        return Proposal(spec, key, birth, None, mutation)
+
     def retract(self, key: str) -> None:
         """Take back the latest proposal when it could not be stored, so that births stay
         those of the stored trials (a rebuilt designer must see the same history)."""
@@ -223,15 +233,25 @@ class RandomSearch(_Designer):
 class RegularizedEvolution(_Designer):
     """Aging evolution with tournament selection; `config.mode` picks the tournament order.
 
-    Births start with the `initial` specs (duplicates by key skipped), then random samples
+    Births start with the `initial` specs, then the `warm` ones (specs of earlier searches,
+    each with the words its mutation says), duplicates by key skipped; then random samples
     until `population_size` proposals exist; after that a child mutates the tournament
     winner, or is sampled at random while fewer than `tournament_size` trials have finished.
     """
 
-    def __init__(self, space: SpaceLike, config: EvolutionConfig, initial: Sequence[Any] = ()):
+    def __init__(
+        self,
+        space: SpaceLike,
+        config: EvolutionConfig,
+        initial: Sequence[Any] = (),
+        warm: Sequence[tuple[Any, str]] = (),
+    ):
         super().__init__(space, config.seed)
         self.config = config
-        self._initial = {space.key(spec): spec for spec in initial}  # dicts keep the order
+        seeded = [*((spec, "initial") for spec in initial), *warm]
+        self._initial: dict[str, tuple[Any, str]] = {}  # dicts keep the order
+        for spec, mutation in seeded:
+            self._initial.setdefault(space.key(spec), (spec, mutation))
 
     @classmethod
     def from_trials(
@@ -240,9 +260,10 @@ class RegularizedEvolution(_Designer):
         config: EvolutionConfig,
         trials: Iterable[Trial],
         initial: Sequence[Any] = (),
+        warm: Sequence[tuple[Any, str]] = (),
     ) -> RegularizedEvolution:
-        """The designer that proposed and was told `trials` (same config and initial specs)."""
-        designer = cls(space, config, initial)
+        """The designer that proposed and was told `trials` (same config and seeded specs)."""
+        designer = cls(space, config, initial, warm)
         designer._load(trials)
         return designer
 
@@ -259,7 +280,8 @@ class RegularizedEvolution(_Designer):
     def _candidates(self, rng: np.random.Generator) -> Iterator[Candidate]:
         pending = next((k for k in self._initial if k not in self._births), None)
         if pending is not None:
-            yield self._initial[pending], None, "initial"
+            spec, mutation = self._initial[pending]
+            yield spec, None, mutation
             return
         population = self.population()
         if (

@@ -415,6 +415,31 @@ class WorkersConfig(_Section):
     max_attempts: Annotated[int, Field(ge=1, le=100)] = 3
 
 
+MAX_WARM_JOBS = 20
+
+
+class WarmStartConfig(_Section):
+    jobs: list[Annotated[int, Field(ge=1, le=2**31 - 1)]] = Field(
+        min_length=1,
+        max_length=MAX_WARM_JOBS,
+        description="Earlier jobs whose best blocks join this job's initial population.",
+    )
+    top: Annotated[int, Field(ge=1, le=1000)] = Field(
+        default=5,
+        description="Blocks taken from each job: its best under its own objective (the front "
+        "by perplexity in pareto mode, the feasible ones by perplexity in constrained mode), "
+        "those that lie in this job's search space. Their results are reused where the trial "
+        "settings, data and device are equal, and retrained otherwise.",
+    )
+
+    @field_validator("jobs")
+    @classmethod
+    def _distinct(cls, jobs: list[int]) -> list[int]:
+        if len(set(jobs)) != len(jobs):
+            raise ValueError(f"a job is named twice in {jobs}")
+        return jobs
+
+
 class JobConfig(_Section):
     name: Annotated[str, Field(min_length=1, max_length=200)]
     dataset: Annotated[str, Field(min_length=1, max_length=4096)] = Field(
@@ -432,6 +457,9 @@ class JobConfig(_Section):
     )
     workers: WorkersConfig = Field(default_factory=WorkersConfig)
     seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = 0
+    warm_start: WarmStartConfig | None = Field(
+        default=None, description="Start from the best blocks of earlier jobs."
+    )
 
     @model_validator(mode="after")
     def _confirmed_baselines_are_candidates(self) -> JobConfig:

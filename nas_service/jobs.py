@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy import and_, or_, select, update
 
+from nas_service import warm_start
 from nas_service.db import Database
 from nas_service.job_config import ConfirmConfig, JobConfig
 from nas_service.models import JOB_ACTIVE, Candidate, Job, JobEvent, utcnow
@@ -65,8 +66,13 @@ def prepare(config: JobConfig, base_dir: str | Path | None = None) -> tuple[JobC
 def submit(
     db: Database, config: JobConfig, owner: str | None = None, base_dir: str | Path | None = None
 ) -> Job:
-    """Validate the data and store the job as `queued`; nothing is stored on any error."""
+    """Validate the data, resolve the warm start and store the job as `queued`; nothing is
+    stored on any error."""
     resolved, checksum = prepare(config, base_dir)
+    try:
+        warm = warm_start.resolve(db, resolved)
+    except warm_start.UnknownJob as exc:
+        raise JobError(f"warm_start.jobs.{exc.index}", str(exc)) from None
     with db.transaction() as session:
         job = Job(
             name=resolved.name,
@@ -74,6 +80,7 @@ def submit(
             owner=owner,
             data_checksum=checksum,
             status="queued",
+            warm_start=warm,
         )
         session.add(job)
         session.flush()
@@ -187,6 +194,43 @@ def _finish(session: Any, job_id: int, now: Any) -> bool:
     )
     session.add(JobEvent(job_id=job_id, kind="job", message="cancelled", data=final))
     return True
+
+
+MAX_NOTE = 20_000
+
+
+def _note(text: str) -> str | None:
+    if len(text) > MAX_NOTE:
+        raise JobError("note", f"{len(text)} characters; at most {MAX_NOTE}")
+    return text or None  # an empty note clears it
+
+
+def set_job_note(db: Database, job_id: int, text: str) -> Job:
+    """A person's Markdown note on a job (any status: notes are about results too)."""
+    note = _note(text)
+    with db.transaction() as session:
+        if not session.execute(update(Job).where(Job.id == job_id).values(note=note)).rowcount:
+            raise JobNotFound(f"job {job_id} not found")
+    return get(db, job_id)
+
+
+def set_candidate_note(db: Database, candidate_id: int, text: str) -> None:
+    note = _note(text)
+    with db.transaction() as session:
+        changed = session.execute(
+            update(Candidate).where(Candidate.id == candidate_id).values(note=note)
+        ).rowcount
+        if not changed:
+            raise JobNotFound(f"candidate {candidate_id} not found")
+
+
+def candidate_job(db: Database, candidate_id: int) -> int:
+    """The job a candidate belongs to (whose owner may change it)."""
+    with db.sessions() as session:
+        job_id = session.scalar(select(Candidate.job_id).where(Candidate.id == candidate_id))
+    if job_id is None:
+        raise JobNotFound(f"candidate {candidate_id} not found")
+    return job_id
 
 
 def candidates(db: Database, job_id: int) -> list[Candidate]:

@@ -74,6 +74,10 @@ class Job(Base):
     owner: Mapped[str | None] = mapped_column(String(200))
     error: Mapped[str | None] = mapped_column(Text)
     data_checksum: Mapped[str | None] = mapped_column(String(64))
+    note: Mapped[str | None] = mapped_column(Text)  # Markdown, a person's
+    # The specs a warm start took from earlier jobs, resolved at submission:
+    # [{"job_id", "candidate_id", "spec"}, ...] in the order they join the population.
+    warm_start: Mapped[list[Any] | None]
     runner_id: Mapped[str | None] = mapped_column(String(200))
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -121,6 +125,7 @@ class Candidate(Base):
     reused_from_id: Mapped[int | None] = mapped_column(
         ForeignKey("candidates.id", ondelete="SET NULL")
     )
+    note: Mapped[str | None] = mapped_column(Text)  # Markdown, a person's
     # --- the trainer's result, one column per field -------------------------------------
     reason: Mapped[str | None] = mapped_column(Text)
     traceback: Mapped[str | None] = mapped_column(Text)
@@ -229,6 +234,28 @@ class Run(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Enqueued(Base):
+    """A spec a person added to a job, waiting for its runner to train it next. The runner
+    gives it the next birth (the designer's births stay consecutive) and links the candidate
+    row it wrote; until then `candidate_id` is NULL."""
+
+    __tablename__ = "enqueued"
+    __table_args__ = (
+        UniqueConstraint("job_id", "spec_hash", name="uq_enqueued_job_spec"),
+        Index("ix_enqueued_job_candidate", "job_id", "candidate_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    spec: Mapped[dict[str, Any]]
+    spec_hash: Mapped[str] = mapped_column(String(64))
+    note: Mapped[str | None] = mapped_column(Text)
+    candidate_id: Mapped[int | None] = mapped_column(
+        ForeignKey("candidates.id", ondelete="SET NULL")
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class CurvePoint(Base):

@@ -39,7 +39,7 @@ from tenacity import (
     wait_exponential,
 )
 
-from nas_service import ladder, store
+from nas_service import ladder, store, warm_start
 from nas_service.db import Database
 from nas_service.designer import (
     ArchSearchSpace,
@@ -49,6 +49,7 @@ from nas_service.designer import (
     SearchExhausted,
     Trial,
 )
+from nas_service.enqueue import ADDED_BY_HAND
 from nas_service.job_config import JobConfig
 from nas_service.ladder import Score
 from nas_service.measurements import device_kind
@@ -58,6 +59,7 @@ from nas_service.models import (
 )
 from nas_service.settings import Settings, get_settings
 from nas_service.slots import Shape, Slot, SlotPool, shape_of
+from nas_service.tracking import Finished, open_tracker
 from search_space import ArchSpec, baseline, spec_hash
 from search_space.results import result_values
 from workers.actor import worker_actor
@@ -112,7 +114,7 @@ class JobState:
     designer: RegularizedEvolution
     status: str
     started: float
-    created: int  # candidate rows written so far
+    created: int  # candidate rows the designer proposed so far (blocks added by hand: extra)
     baseline_id: int | None = None
     baseline: dict[str, Any] | None = None  # the baseline's finished row, once there is one
     reference: dict[str, Any] = field(default_factory=dict)  # the baseline's spec (JSON)
@@ -124,6 +126,9 @@ class JobState:
     keys: dict[int, str] = field(default_factory=dict)  # candidate id -> spec hash
     ids: dict[str, int] = field(default_factory=dict)  # spec hash -> candidate id
     retry: deque[int] = field(default_factory=deque)  # candidate ids to (re)dispatch
+    # Blocks added by hand (store.pending_enqueued rows), trained before new proposals.
+    enqueued: deque[dict[str, Any]] = field(default_factory=deque)
+    warm_jobs: list[int] = field(default_factory=list)  # the jobs its warm start took from
     # Runs other than candidates' own trials (higher rungs, noise seeds, confirmation).
     runs: dict[int, dict[str, Any]] = field(default_factory=dict)  # run id -> run
     run_queue: deque[int] = field(default_factory=deque)  # run ids to (re)dispatch
@@ -188,6 +193,8 @@ class Runner:
         self._next_slot = 0
         self._last_heartbeat = 0.0
         self._last_claim = 0.0
+        # MLflow (NAS_MLFLOW_TRACKING_URI): None when off.
+        self.tracker = open_tracker(self.settings.mlflow_tracking_uri, self.db)
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -247,6 +254,8 @@ class Runner:
         for pool in self.pools.values():
             pool.shutdown()
         self.pools.clear()
+        if self.tracker is not None:
+            self.tracker.close()
 
     def step(self) -> bool:
         now = time.monotonic()
@@ -290,6 +299,10 @@ class Runner:
             if status == "cancelled" and state.status != "cancelled":
                 self._cancel_in_flight(job_id)
             state.status = status
+        for request in store.pending_enqueued(self.db, list(self.jobs)):
+            state = self.jobs[request["job_id"]]
+            if all(request["id"] != queued["id"] for queued in state.enqueued):
+                state.enqueued.append(request)
 
     # --- adopting a job: the designer rebuilt from rows -------------------------------------
 
@@ -299,6 +312,10 @@ class Runner:
         rows = adopted.rows
         space = config.search_space.space()
         initial = self._initial(config)  # the objective's baseline first: the reference
+        warm = [
+            (ArchSpec.model_validate(entry["spec"]), warm_start.mutation(entry))
+            for entry in adopted.warm_start
+        ]
         evolution = EvolutionConfig(
             population_size=config.evolution.population_size,
             tournament_size=config.evolution.tournament_size,
@@ -319,7 +336,7 @@ class Runner:
             for row in rows
         ]
         designer = RegularizedEvolution.from_trials(
-            ArchSearchSpace(space), evolution, trials, initial=initial
+            ArchSearchSpace(space), evolution, trials, initial=initial, warm=warm
         )
         state = JobState(
             id=job_id,
@@ -327,9 +344,10 @@ class Runner:
             designer=designer,
             status=adopted.status,
             started=time.monotonic() - adopted.elapsed_s,
-            created=len(rows),
+            created=sum(row["mutation"] != ADDED_BY_HAND for row in rows),
             reference=initial[0].model_dump(mode="json"),
             data_checksum=adopted.data_checksum,
+            warm_jobs=config.warm_start.jobs if config.warm_start else [],
             keys=keys,
             ids={key: cid for cid, key in keys.items()},
         )
@@ -403,7 +421,7 @@ class Runner:
             return False
         if state.baseline_first:
             return bool(state.run_queue) or (bool(state.retry) and state.in_flight == 0)
-        return bool(state.retry or state.run_queue) or (
+        return bool(state.retry or state.run_queue or state.enqueued) or (
             state.created < state.config.limits.max_trials and not state.exhausted
         )
 
@@ -449,25 +467,53 @@ class Runner:
             return None
         if self._time_is_up(state):
             return None
+        while state.enqueued and state.baseline_id is not None:  # the baseline is birth 0
+            request = state.enqueued[0]
+            if request["spec_hash"] in state.ids:  # the designer proposed it meanwhile
+                store.link_enqueued(self.db, request["id"], state.ids[request["spec_hash"]])
+                state.enqueued.popleft()
+                continue
+            proposal = state.designer.add(ArchSpec.model_validate(request["spec"]), ADDED_BY_HAND)
+            started = self._start_proposal(state, proposal, slot, request)
+            state.enqueued.popleft()
+            if started is not None:
+                return started
         while state.created < state.config.limits.max_trials:
             try:
                 proposal = state.designer.ask()
             except SearchExhausted:
                 state.exhausted = True
                 return None
-            try:
-                source = self._reusable(state, proposal)
-                if source is None:
-                    candidate_id = self._write_candidate(state, proposal, slot=slot)
-                    return candidate_id, 1, proposal.spec.model_dump(mode="json"), None
-                self._write_candidate(state, proposal, reuse=source)
-            except BaseException:
-                state.designer.retract(proposal.key)  # births stay those of the rows
-                raise
+            started = self._start_proposal(state, proposal, slot)
+            if started is not None:
+                return started
         return None
 
+    def _start_proposal(
+        self,
+        state: JobState,
+        proposal: Proposal,
+        slot: Slot,
+        request: dict[str, Any] | None = None,
+    ) -> tuple[int, int, dict, None] | None:
+        """Write a proposal's row: running on `slot` (returned as `_start_next` returns it),
+        or completed with a reused result (None: the slot is still free). `request`: the
+        block added by hand that it is."""
+        try:
+            source = self._reusable(state, proposal)
+            if source is None:
+                candidate_id = self._write_candidate(state, proposal, slot=slot, request=request)
+                return candidate_id, 1, proposal.spec.model_dump(mode="json"), None
+            self._write_candidate(state, proposal, reuse=source, request=request)
+            return None
+        except BaseException:
+            state.designer.retract(proposal.key)  # births stay those of the rows
+            raise
+
     def _find_siblings(self, state: JobState) -> None:
-        """Other jobs whose results this one may reuse: same data, trial settings and seed.
+        """Other jobs whose results this one may reuse: same data, trial settings and seed,
+        or, for the jobs its warm start names, same data and trial settings (another seed's
+        result is a measurement of the block all the same; the warm start asked for it).
         Refreshed with the heartbeat, so the per-proposal lookup is skipped when there are
         none (the common case)."""
         found = store.sibling_configs(self.db, state.id, state.data_checksum)
@@ -477,7 +523,7 @@ class Runner:
             job_id
             for job_id, config in found
             if config["trial"] == trial
-            and config["seed"] == state.config.seed
+            and (config["seed"] == state.config.seed or job_id in state.warm_jobs)
             and config["objective"]["baseline"] == reference
         ]
 
@@ -493,9 +539,10 @@ class Runner:
         proposal: Proposal,
         slot: Slot | None = None,
         reuse: dict[str, Any] | None = None,
+        request: dict[str, Any] | None = None,
     ) -> int:
         """The child is a row before it is dispatched (restart-safe): running on `slot`, or
-        completed with a reused result."""
+        completed with a reused result; a block added by hand (`request`) is linked to it."""
         is_baseline = proposal.birth == 0
         new = store.NewCandidate(
             job_id=state.id,
@@ -505,15 +552,17 @@ class Runner:
             parent_id=state.ids.get(proposal.parent) if proposal.parent else None,
             mutation=proposal.mutation,
             is_baseline=is_baseline,
+            note=request["note"] if request else None,
         )
+        enqueued = request["id"] if request else None
         feasible = self._feasible(state, reuse, is_baseline=False) if reuse else None
         if reuse is None:
-            candidate_id = store.insert_running(self.db, new, slot.index)
+            candidate_id = store.insert_running(self.db, new, slot.index, enqueued)
         else:
-            candidate_id = store.insert_reused(self.db, new, reuse, feasible)
+            candidate_id = store.insert_reused(self.db, new, reuse, feasible, enqueued)
         state.keys[candidate_id] = proposal.key
         state.ids[proposal.key] = candidate_id
-        state.created += 1
+        state.created += request is None  # blocks added by hand are extra to max_trials
         if is_baseline:
             state.baseline_id = candidate_id
             self._queue_noise_runs(state)
@@ -772,6 +821,10 @@ class Runner:
                 state.front = fronts[id(state)]
             raise
         for outcome in recorded:
+            if self.tracker is not None:
+                self.tracker.finished(
+                    Finished(outcome.job_id, outcome.candidate_id, outcome.run_id)
+                )
             state = states[outcome.candidate_id]
             if outcome.run_id is not None:
                 state.runs[outcome.run_id].update(outcome.values)
@@ -839,7 +892,7 @@ class Runner:
             store.cancel_queued_runs(self.db, state.id, "the job's time limit (limits.max_hours)")
             state.run_queue.clear()
             state.retry.clear()  # finish_job cancels their rows
-        elif state.retry or state.run_queue or not self._search_done(state):
+        elif state.retry or state.run_queue or state.enqueued or not self._search_done(state):
             return None
         else:
             self._promote(state)

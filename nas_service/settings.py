@@ -65,6 +65,11 @@ class Settings(BaseSettings):
         gt=0,
         description="A worker that does not answer for this long is replaced by a new one.",
     )
+    mlflow_tracking_uri: str | None = Field(
+        default=None,
+        description="Log every finished trial to this MLflow tracking URI (a server's "
+        "http(s)://, sqlite:///, file:); unset: no tracking. Needs nas-service[mlflow].",
+    )
 
     @property
     def resolved_database_url(self) -> str:

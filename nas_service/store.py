@@ -22,6 +22,7 @@ from nas_service.models import (
     RESULT_COLUMNS,
     Candidate,
     CurvePoint,
+    Enqueued,
     Job,
     JobEvent,
     Run,
@@ -135,6 +136,7 @@ class AdoptedJob:
     config: dict[str, Any]
     status: str
     data_checksum: str | None
+    warm_start: list[dict[str, Any]]  # the resolved warm start's specs (empty: none)
     elapsed_s: float
     rows: list[dict[str, Any]]  # in birth order
     runs: list[dict[str, Any]]  # in id order
@@ -175,6 +177,7 @@ def adopt_job(db: Database, job_id: int) -> AdoptedJob:
             config=job.config,
             status=job.status,
             data_checksum=job.data_checksum,
+            warm_start=job.warm_start or [],
             elapsed_s=(utcnow() - job.started_at).total_seconds(),
             rows=[_as_dict(row) for row in rows],
             runs=[_run_dict(run) for run in runs],
@@ -311,17 +314,47 @@ class NewCandidate:
     parent_id: int | None
     mutation: str
     is_baseline: bool
+    note: str | None = None
 
 
-def insert_running(db: Database, new: NewCandidate, slot: int) -> int:
+def _link_enqueued(session: Any, enqueued: int | None, candidate_id: int) -> None:
+    """A block added by hand is now candidate `candidate_id` (in the same transaction)."""
+    if enqueued is not None:
+        session.execute(
+            update(Enqueued)
+            .where(Enqueued.id == enqueued, Enqueued.candidate_id.is_(None))
+            .values(candidate_id=candidate_id)
+        )
+
+
+def insert_running(db: Database, new: NewCandidate, slot: int, enqueued: int | None = None) -> int:
     """A proposal becomes a row, running its first attempt on `slot`, before it is sent
-    (restart-safe: a runner that dies after this re-runs it)."""
+    (restart-safe: a runner that dies after this re-runs it). `enqueued`: the block added by
+    hand that it trains."""
     with db.transaction() as session:
         row = Candidate(**new.__dict__, status="running", attempt=1, started_at=utcnow(), slot=slot)
         session.add(row)
         session.flush()
         session.execute(_started(new.job_id, row.id, 1))
+        _link_enqueued(session, enqueued, row.id)
         return row.id
+
+
+def pending_enqueued(db: Database, job_ids: Sequence[int]) -> list[dict[str, Any]]:
+    """Blocks added by hand to these jobs that no candidate trains yet, oldest first."""
+    with db.sessions() as session:
+        rows = session.execute(
+            select(Enqueued.id, Enqueued.job_id, Enqueued.spec, Enqueued.spec_hash, Enqueued.note)
+            .where(Enqueued.job_id.in_(job_ids), Enqueued.candidate_id.is_(None))
+            .order_by(Enqueued.id)
+        ).all()
+        return [row._asdict() for row in rows]
+
+
+def link_enqueued(db: Database, enqueued: int, candidate_id: int) -> None:
+    """A block added by hand that the job already had (its designer proposed it meanwhile)."""
+    with db.transaction() as session:
+        _link_enqueued(session, enqueued, candidate_id)
 
 
 def find_reusable(
@@ -343,7 +376,11 @@ def find_reusable(
 
 
 def insert_reused(
-    db: Database, new: NewCandidate, source: dict[str, Any], feasible: bool | None
+    db: Database,
+    new: NewCandidate,
+    source: dict[str, Any],
+    feasible: bool | None,
+    enqueued: int | None = None,
 ) -> int:
     """A proposal another job already trained: a completed row with a copy of that result
     and its learning curve."""
@@ -361,6 +398,7 @@ def insert_reused(
         )
         session.add(row)
         session.flush()
+        _link_enqueued(session, enqueued, row.id)
         points = session.scalars(
             select(CurvePoint).where(CurvePoint.candidate_id == source["id"])
         ).all()

@@ -5,6 +5,7 @@ Pure Python and numpy: no JAX, no I/O. Everything else in the project builds on 
 
 from search_space.baselines import BASELINES, baseline
 from search_space.cost import CostReport, LayerCost, cost
+from search_space.features import FEATURES, block_features, spec_features
 from search_space.operators import mutate, sample
 from search_space.scaling import ScaleResult, scale
 from search_space.space import PRESETS, SearchSpace, SpaceViolation, get_preset
@@ -21,6 +22,7 @@ from search_space.specs import (
 
 __all__ = [
     "BASELINES",
+    "FEATURES",
     "PRESETS",
     "SCHEMA_VERSION",
     "ArchSpec",
@@ -34,11 +36,13 @@ __all__ = [
     "SearchSpace",
     "SpaceViolation",
     "baseline",
+    "block_features",
     "cost",
     "describe",
     "get_preset",
     "mutate",
     "sample",
     "scale",
+    "spec_features",
     "spec_hash",
 ]

@@ -4,12 +4,14 @@ file and line. Over the API (TestClient) and `nas submit FILE` (in process, agai
 import json
 from pathlib import Path
 
+import httpx
 import pytest
 import typer
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
 from api.cli.client import submit_cmd
+from api.client import Client
 from nas_service.job_config import JobConfig
 
 API = "/api/v1"
@@ -186,9 +188,9 @@ def test_query_refusals_name_the_field_once(client, shakespeare):
 @pytest.fixture
 def submit(client, monkeypatch, capsys, tmp_path):
     """`nas submit` of a file with the given text, against the app: (exit code, stderr)."""
+    in_process = httpx.MockTransport(client.send)  # the CLI's Client, served by the app
     monkeypatch.setattr(
-        "api.cli.client.httpx.request",
-        lambda method, url, timeout=None, **kwargs: client.request(method, url, **kwargs),
+        "api.cli.client.Client", lambda server, token: Client(server, token, transport=in_process)
     )
 
     def run(text: str, name: str = "job.yaml") -> tuple[int, str]:
@@ -264,13 +266,13 @@ def test_cli_an_accepted_file_prints_the_job_id(submit, capsys, tmp_path, shakes
 
 
 def test_cli_older_servers_repeated_field_names_are_said_once():
-    from api.cli.client import _problems
+    from api.client import problems
 
     detail = [
         {"loc": ["body", "dataset"], "msg": "dataset: dataset: /x does not exist"},
         {"loc": ["body", "trial"], "msg": "Value error, give exactly one budget"},
     ]
-    assert _problems(detail) == ["dataset: /x does not exist", "trial: give exactly one budget"]
+    assert problems(detail) == ["dataset: /x does not exist", "trial: give exactly one budget"]
 
 
 def test_cli_reads_the_example_job_file_without_complaint():

@@ -83,11 +83,13 @@ def test_upgrading_an_old_database_keeps_every_result(backend, tmp_path):
         after = _snapshot(url)
         assert after["curve_points"] == before["curve_points"]
         assert after["job_events"] == before["job_events"]
-        assert after["jobs"] == before["jobs"]
-        # Each candidate row is as it was, with the new columns at its end: rung 0 and
-        # (revision 0005) the precision every trial before it trained in.
-        assert [row[:-2] for row in after["candidates"]] == before["candidates"]
-        assert [row[-2:] for row in after["candidates"]] == [(0, "float32")] * 3
+        # Each job row is as it was, with (revision 0006) no note and no warm start.
+        assert [row[:-2] for row in after["jobs"]] == before["jobs"]
+        assert [row[-2:] for row in after["jobs"]] == [(None, None)]
+        # Each candidate row is as it was, with the new columns at its end: rung 0, (0005)
+        # the precision every trial before it trained in and (0006) no note.
+        assert [row[:-3] for row in after["candidates"]] == before["candidates"]
+        assert [row[-3:] for row in after["candidates"]] == [(0, "float32", None)] * 3
 
         db = Database(url)
         stack.callback(db.dispose)

@@ -16,6 +16,7 @@ from api.cli.client import (
 )
 from api.cli.confirm import confirm_cmd
 from api.cli.demo import demo
+from api.cli.results import compare_cmd, enqueue_cmd, importance_cmd, note_cmd
 from api.cli.runner import runner_cmd
 from api.cli.serve import serve_cmd
 from api.cli.space import space_app
@@ -41,6 +42,10 @@ app.command("resume")(resume_cmd)
 app.command("cancel")(cancel_cmd)
 app.command("export")(export_cmd)
 app.command("confirm")(confirm_cmd)
+app.command("enqueue")(enqueue_cmd)
+app.command("note")(note_cmd)
+app.command("compare")(compare_cmd)
+app.command("importance")(importance_cmd)
 
 
 def main() -> None:

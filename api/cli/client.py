@@ -1,9 +1,10 @@
-"""The HTTP client commands: submit, jobs, status, watch, pause, resume, cancel."""
+"""The HTTP client commands: submit, jobs, status, watch, pause, resume, cancel, export."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,9 +15,9 @@ from rich.console import Console
 from rich.table import Table
 
 from api.cli.space import fail
+from api.client import ApiError, Client, Locate, problems, resolve_dataset
 
 console = Console()
-FINAL = ("completed", "failed", "cancelled")
 
 Server = Annotated[str, typer.Option(envvar="NAS_SERVER", help="The service's URL.")]
 Token = Annotated[
@@ -26,58 +27,23 @@ JobId = Annotated[int, typer.Argument(help="Job id.")]
 DEFAULT_SERVER = "http://127.0.0.1:8000"
 
 
-# Where a field is in the file a request came from: its line (0: not in the file) and how to
-# say it, `job.yaml, line 4: ` (or `job.yaml: `).
-Locate = Callable[[Sequence[str]], tuple[int, str]]
-
-
-def _problems(detail: Any, locate: Locate | None = None) -> list[str]:
-    """The server's refusal, one line per problem: `field: message`, the field named once (by
-    the error's `loc`, without `body` / `query`); with `locate`, after where it is in the file,
-    in the file's order."""
-    if not isinstance(detail, list):
-        return [str(detail)]
-    lines = []
-    for item in detail:
-        loc = [str(part) for part in (item.get("loc") or [])[1:]]
-        field = ".".join(loc)
-        message = str(item.get("msg", "")).removeprefix("Value error, ")
-        while field and message.startswith(f"{field}: "):  # an older server's `field: field: `
-            message = message.removeprefix(f"{field}: ")
-        line, where = locate(loc) if locate else (0, "")
-        lines.append((line, f"{where}{field}: {message}" if field else f"{where}{message}"))
-    return [text for _, text in sorted(lines, key=lambda pair: pair[0])]
-
-
-def call(
-    method: str,
-    server: str,
-    path: str,
-    token: str | None,
-    locate: Locate | None = None,
-    **kwargs: Any,
-) -> httpx.Response:
-    """Call the API; refusals print the server's message with its field, and exit 2. With
-    `locate` (the body came from a file), each refused field is printed on its own line with
-    where it is in the file."""
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    url = f"{server.rstrip('/')}/api/v1{path}"
+@contextmanager
+def connect(server: str, token: str | None, locate: Locate | None = None) -> Iterator[Client]:
+    """The API at `server`; a refusal prints the server's message with its field, and exits 2.
+    With `locate` (the body came from a file), each refused field is printed on its own line
+    with where it is in the file."""
     try:
-        response = httpx.request(method, url, headers=headers, timeout=120, **kwargs)
+        with Client(server, token) as api:
+            yield api
     except httpx.TransportError:
         fail(f"no server at {server}: start one with `nas serve` (or pass --server)")
-    if response.status_code >= 400:
-        try:
-            detail = response.json().get("detail")
-        except ValueError:
-            detail = response.text
-        if locate is not None and response.status_code == 422 and isinstance(detail, list):
-            *first, last = _problems(detail, locate) or [str(detail)]
+    except ApiError as exc:
+        if locate is not None and exc.status_code == 422 and isinstance(exc.detail, list):
+            *first, last = problems(exc.detail, locate) or [str(exc.detail)]
             for line in first:
                 typer.echo(f"error: {line}", err=True)
             fail(last)
-        fail(f"{response.status_code}: {'; '.join(_problems(detail))}")
-    return response
+        fail(str(exc))
 
 
 def request(
@@ -88,8 +54,9 @@ def request(
     locate: Locate | None = None,
     **kwargs: Any,
 ) -> Any:
-    response = call(method, server, path, token, locate, **kwargs)
-    return response.json() if response.content else None
+    """One call of the API (its JSON body), refusals said as `connect` says them."""
+    with connect(server, token, locate) as api:
+        return api.request(method, path, **kwargs)
 
 
 def _yaml_problem(path: Path, exc: yaml.YAMLError) -> str:
@@ -196,27 +163,56 @@ def _best_lines(job: dict[str, Any], pareto: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _only_in_file(locate: Locate) -> Locate:
+    """`locate`, saying nothing of fields the file lacks (they came from the job cloned)."""
+
+    def where(loc: Sequence[str]) -> tuple[int, str]:
+        line, text = locate(loc)
+        return (line, text) if line else (0, "")
+
+    return where
+
+
 def submit_cmd(
-    job_file: Annotated[Path, typer.Argument(help="Job configuration, YAML or JSON.")],
+    job_file: Annotated[
+        Path | None,
+        typer.Argument(help="Job configuration, YAML or JSON (with --like: fields to change)."),
+    ] = None,
+    like: Annotated[
+        int | None,
+        typer.Option("--like", metavar="JOB", help="Start from job JOB's configuration."),
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="The job's name.")] = None,
     server: Server = DEFAULT_SERVER,
     token: Token = None,
 ) -> None:
-    """Submit a search job; prints its id."""
-    body, locate = load_job_file(job_file)
-    # Relative dataset paths are relative to the job file, wherever the server runs.
-    dataset = body.get("dataset")
-    if isinstance(dataset, str) and dataset.partition(":")[0] in ("text", "tokens"):
-        scheme, _, path = dataset.partition(":")
-        if path and not Path(path).expanduser().is_absolute():
-            body["dataset"] = f"{scheme}:{(job_file.parent / path).resolve()}"
-    job = request("POST", server, "/jobs", token, locate, json=body)
-    typer.echo(job["id"])
+    """Submit a search job; prints its id.
+
+    With --like JOB: job JOB's configuration, the job file's fields over it, named
+    `<its name> (copy)` unless told."""
+    if job_file is None and like is None:
+        fail("give JOB_FILE, or --like JOB")
+    body: dict[str, Any] = {}
+    locate = None
+    if job_file is not None:
+        body, locate = load_job_file(job_file)
+        body = resolve_dataset(body, job_file.parent)
+    if like is not None and locate is not None:
+        locate = _only_in_file(locate)
+    with connect(server, token, locate) as api:
+        if like is not None:
+            body = api.like(like, body)
+        if name is not None:
+            body["name"] = name
+        typer.echo(api.submit(body)["id"])
 
 
 def jobs_cmd(server: Server = DEFAULT_SERVER, token: Token = None) -> None:
     """List jobs."""
     table = Table("id", "name", "status", "done", "running", "best perplexity")
-    for job in request("GET", server, "/jobs", token)["items"]:
+    with connect(server, token) as api:
+        jobs = api.jobs()
+    for job in jobs:
         p = job["progress"] or {}
         best = p.get("best_perplexity")
         table.add_row(
@@ -237,11 +233,12 @@ def status_cmd(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Show one job."""
-    job = request("GET", server, f"/jobs/{job_id}", token)
-    if as_json:
-        typer.echo(json.dumps(job, indent=2))
-        return
-    pareto = request("GET", server, f"/jobs/{job_id}/pareto", token)
+    with connect(server, token) as api:
+        job = api.job(job_id)
+        if as_json:
+            typer.echo(json.dumps(job, indent=2))
+            return
+        pareto = api.pareto(job_id)
     typer.echo("\n".join([_summary(job), *_best_lines(job, pareto)]))
 
 
@@ -256,7 +253,8 @@ def watch_cmd(
     from api.cli.follow import follow
 
     job = follow(server, job_id, token, interval, console, history=False)
-    pareto = request("GET", server, f"/jobs/{job_id}/pareto", token)
+    with connect(server, token) as api:
+        pareto = api.pareto(job_id)
     typer.echo(f"{_summary(job)}, front {len(pareto['front'])}")
     for line in _best_lines(job, pareto):
         typer.echo(line)
@@ -266,7 +264,8 @@ def watch_cmd(
 
 def _transition(action: str):
     def command(job_id: JobId, server: Server = DEFAULT_SERVER, token: Token = None) -> None:
-        typer.echo(_summary(request("POST", server, f"/jobs/{job_id}/{action}", token)))
+        with connect(server, token) as api:
+            typer.echo(_summary(getattr(api, action)(job_id)))
 
     command.__doc__ = f"{action.capitalize()} a job."
     return command
@@ -275,9 +274,9 @@ def _transition(action: str):
 pause_cmd, resume_cmd, cancel_cmd = (_transition(a) for a in ("pause", "resume", "cancel"))
 
 
-def _declared_or_best(server: str, job: int, token: str | None) -> int:
+def _declared_or_best(api: Client, job: int) -> int:
     """A confirmed job's declared winner; else the best under the job's objective."""
-    confirmation = request("GET", server, f"/jobs/{job}/confirmation", token)
+    confirmation = api.request("GET", f"/jobs/{job}/confirmation")
     if confirmation["status"] == "done":
         if confirmation["winner"] is None:
             fail(f"--job: job {job}'s confirmation declared no winner: {confirmation['verdict']}")
@@ -285,7 +284,7 @@ def _declared_or_best(server: str, job: int, token: str | None) -> int:
         return confirmation["winner"]
     if confirmation["status"] in ("running", "requested"):
         fail(f"--job: job {job}'s confirmation is still running: wait for its winner")
-    progress = request("GET", server, f"/jobs/{job}", token)["progress"]
+    progress = api.job(job)["progress"]
     candidate_id = progress["best_candidate_id"]
     if candidate_id is None:
         fail(f"--job: job {job} has no best candidate yet ({progress.get('best_rule')})")
@@ -314,12 +313,12 @@ def export_cmd(
     """Export a candidate: JSON with its manifest, a standalone Flax module, or a scaled config."""
     if (candidate_id is None) == (job is None) or (job is not None and not best):
         fail("give CANDIDATE_ID, or --job JOB --best")
-    if job is not None:
-        candidate_id = _declared_or_best(server, job, token)
-    params = {"format": format, **({"target": target} if target else {})}
-    response = call("GET", server, f"/candidates/{candidate_id}/export", token, params=params)
+    with connect(server, token) as api:
+        if job is not None:
+            candidate_id = _declared_or_best(api, job)
+        text = api.export(candidate_id, format, target)
     if output is None:
-        typer.echo(response.text)
+        typer.echo(text)
     else:
-        output.write_text(response.text)
+        output.write_text(text)
         typer.echo(f"wrote {output}")

@@ -9,7 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Column, Table
 
-from api.cli.client import DEFAULT_SERVER, FINAL, JobId, Server, Token, request
+from api.cli.client import DEFAULT_SERVER, JobId, Server, Token, request
+from api.client import FINAL
 
 console = Console()
 

@@ -14,15 +14,15 @@ import time
 from pathlib import Path
 from typing import Annotated, Any
 
-import httpx
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from api.cli.client import request
+from api.cli.client import connect
 from api.cli.follow import follow
 from api.cli.local_server import start_server, stop_server
 from api.cli.space import fail
+from api.client import Client
 from search_space import ArchSpec, describe
 
 console = Console(soft_wrap=True)  # lines are never cut: a cut URL cannot be clicked
@@ -101,7 +101,8 @@ def _run(
     url: str, trials: int, budget: float, concurrency: int, out: Path, keep_serving: bool
 ) -> None:
     """Submit the demo's job, follow it, report its front and export its best."""
-    job = request("POST", url, "/jobs", None, json=demo_job(trials, budget, concurrency))
+    with connect(url, None) as api:
+        job = api.submit(demo_job(trials, budget, concurrency))
     closes = (
         "stays up after the demo until Ctrl+C"
         if keep_serving
@@ -116,18 +117,8 @@ def _run(
     job = follow(url, job["id"], None, 2.0, console)
     if job["status"] != "completed":
         fail(f"the search ended {job['status']}: {job.get('error')}")
-    _report(url, job, out)
-
-
-def _candidates(url: str, job_id: int) -> list[dict[str, Any]]:
-    """Every candidate of the job, in birth order."""
-    found: list[dict[str, Any]] = []
-    while True:
-        params = {"sort": "birth", "limit": 1000, "offset": len(found)}
-        page = request("GET", url, f"/jobs/{job_id}/candidates", None, params=params)
-        found += page["items"]
-        if len(page["items"]) < 1000:
-            return found
+    with connect(url, None) as api:
+        _report(api, job, out)
 
 
 def evolution_line(candidates: list[dict[str, Any]]) -> str:
@@ -142,10 +133,10 @@ def evolution_line(candidates: list[dict[str, Any]]) -> str:
     )
 
 
-def _report(url: str, job: dict, out: Path) -> None:
+def _report(api: Client, job: dict, out: Path) -> None:
     """The Pareto front next to the baseline, and the best candidate exported into `out`."""
-    pareto = request("GET", url, f"/jobs/{job['id']}/pareto", None)
-    candidates = _candidates(url, job["id"])
+    pareto = api.pareto(job["id"])
+    candidates = api.candidates(job["id"])
     console.print(evolution_line(candidates))
     columns = pareto["points"]
     row_of = {candidate_id: i for i, candidate_id in enumerate(columns["id"])}
@@ -169,7 +160,7 @@ def _report(url: str, job: dict, out: Path) -> None:
         title="Pareto front against the baseline (lower is better in both)",
     )
     for candidate_id in pareto["front"]:
-        detail = request("GET", url, f"/candidates/{candidate_id}", None)
+        detail = api.candidate(candidate_id)
         baseline = " (baseline)" if candidate_id in pareto["baselines"] else ""
         i = row_of[candidate_id]
         ppl = columns["perplexity"][i]
@@ -196,7 +187,5 @@ def _report(url: str, job: dict, out: Path) -> None:
         "best_100M.json": {"format": "config", "target": "100M"},
     }
     for name, params in exports.items():
-        response = httpx.get(f"{url}/api/v1/candidates/{best}/export", params=params, timeout=120)
-        response.raise_for_status()
-        (out / name).write_text(response.text)
+        (out / name).write_text(api.export(best, **params))
     console.print(f"best candidate {best}: exported to {out}/ ({', '.join(exports)})")

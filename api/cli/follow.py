@@ -13,10 +13,10 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
 
-from api.cli.client import FINAL, request
+from api.cli.client import request
+from api.client import FINAL, PAGE
 
 TRIAL_FINISHED = ("completed", "failed", "pruned", "diverged", "cancelled")
-PAGE = 1000  # the candidates endpoint's largest page
 
 
 class TrialFeed:

@@ -11,30 +11,37 @@ from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
 from api.auth import ReadOwner
-from api.deps import MAX_ID, CandidateId, DbDep, JobId
+from api.deps import MAX_ID, CandidateId, CandidateWriter, DbDep, JobId
 from api.schemas import (
+    FORBIDDEN,
     NOT_FOUND,
     CandidateDetail,
     CandidatePublic,
     CandidatesPublic,
     HypervolumePublic,
     LineageStep,
+    NoteUpdate,
     ParetoPublic,
     ScoredPoints,
 )
-from nas_service import queries
+from nas_service import jobs, queries
+from search_space.features import FEATURES
 
 router = APIRouter(tags=["candidates"], responses=NOT_FOUND)
 MAX_POINTS = 1_000_000  # a job's largest max_trials: every point of any job
 
 
 def _csv(rows: list) -> Iterator[str]:
-    columns = list(CandidatePublic.model_fields)
+    """CandidatePublic's fields, its features flattened into `feature.<name>` columns (in
+    FEATURES order; empty for a spec without features)."""
+    columns = [name for name in CandidatePublic.model_fields if name != "features"]
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(columns)
+    writer.writerow([*columns, *(f"feature.{name}" for name in FEATURES)])
     for row in rows:
-        writer.writerow(CandidatePublic.model_validate(row).model_dump(mode="json").values())
+        data = CandidatePublic.model_validate(row).model_dump(mode="json")
+        features = data["features"]
+        writer.writerow([*(data[name] for name in columns), *map(features.get, FEATURES)])
         if buffer.tell() > 1 << 16:
             yield buffer.getvalue()
             buffer.seek(0)
@@ -67,7 +74,8 @@ def list_candidates(
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
     format: Annotated[
-        Literal["json", "csv"], Query(description="csv: every match, not one page.")
+        Literal["json", "csv"],
+        Query(description="csv: every match, not one page; features as feature.<name>."),
     ] = "json",
 ) -> CandidatesPublic | StreamingResponse:
     if format == "csv":
@@ -87,6 +95,19 @@ def list_candidates(
 
 @router.get("/candidates/{candidate_id}", response_model=CandidateDetail)
 def get_candidate(candidate_id: CandidateId, db: DbDep, _: ReadOwner) -> CandidateDetail:
+    return _detail(db, candidate_id)
+
+
+@router.put("/candidates/{candidate_id}/note", response_model=CandidateDetail, responses=FORBIDDEN)
+def set_candidate_note(
+    candidate_id: CandidateId, body: NoteUpdate, db: DbDep, _: CandidateWriter
+) -> CandidateDetail:
+    """Set the candidate's Markdown note (an empty one clears it)."""
+    jobs.set_candidate_note(db, candidate_id, body.note)
+    return _detail(db, candidate_id)
+
+
+def _detail(db: DbDep, candidate_id: int) -> CandidateDetail:
     row, curve, chain = queries.candidate(db, candidate_id)
     runs, rungs = queries.candidate_runs(db, candidate_id)
     base = CandidatePublic.model_validate(row).model_dump()

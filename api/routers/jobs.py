@@ -15,15 +15,19 @@ from api.schemas import (
     CONFLICT,
     FORBIDDEN,
     NOT_FOUND,
+    EnqueuedCreate,
+    EnqueuedList,
+    EnqueuedPublic,
     JobCreate,
     JobPublic,
     JobsPublic,
     Message,
+    NoteUpdate,
     Progress,
 )
-from nas_service import jobs, queries
+from nas_service import enqueue, jobs, queries
 from nas_service.db import Database
-from nas_service.models import Job
+from nas_service.models import Enqueued, Job
 
 router = APIRouter(prefix="/jobs", tags=["jobs"], responses={**NOT_FOUND, **CONFLICT})
 
@@ -81,3 +85,42 @@ def cancel_job(job_id: JobId, db: DbDep, _: JobWriter) -> JobPublic:
 def delete_job(job_id: JobId, db: DbDep, _: JobWriter) -> Response:
     queries.delete_job(db, job_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.put("/{job_id}/note", response_model=JobPublic, responses=FORBIDDEN)
+def set_note(job_id: JobId, body: NoteUpdate, db: DbDep, _: JobWriter) -> JobPublic:
+    """Set the job's Markdown note (an empty one clears it)."""
+    return public(db, jobs.set_job_note(db, job_id, body.note))
+
+
+def _enqueued(row: Enqueued, job_status: str) -> EnqueuedPublic:
+    return EnqueuedPublic(
+        id=row.id,
+        job_id=row.job_id,
+        spec_hash=row.spec_hash,
+        note=row.note,
+        status=enqueue.status(row, job_status),
+        candidate_id=row.candidate_id,
+        created_at=row.created_at,
+    )
+
+
+@router.post(
+    "/{job_id}/candidates",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=EnqueuedPublic,
+    responses=FORBIDDEN,
+)
+def add_candidate(job_id: JobId, body: EnqueuedCreate, db: DbDep, _: JobWriter) -> EnqueuedPublic:
+    """Add a block by hand: checked against the job's search space (422 naming the field),
+    trained next by the job's runner (409 when the job has ended or has the block already).
+    Its candidate's lineage says `added by hand`."""
+    row = enqueue.enqueue(db, job_id, body.spec, body.note)
+    return _enqueued(row, "queued")
+
+
+@router.get("/{job_id}/enqueued", response_model=EnqueuedList)
+def list_enqueued(job_id: JobId, db: DbDep, _: ReadOwner) -> EnqueuedList:
+    """The blocks added to the job by hand, oldest first, and what became of them."""
+    job, rows = enqueue.listed(db, job_id)
+    return EnqueuedList(items=[_enqueued(row, job.status) for row in rows])

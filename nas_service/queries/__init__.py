@@ -5,6 +5,8 @@
 - `ladder`: runs of the fidelity ladder: each rung's front, fidelity between rungs,
   the confirmation report;
 - `jobs`: a job's progress (trials by state, best candidate, front), deleting a job;
+- `compare`: jobs side by side, each front normalised by its own baseline;
+- `importance`: which block features explain a job's perplexity and step time;
 - `events`: a job's event stream pages;
 - `metrics`: the service-wide snapshot for `/metrics`.
 
@@ -22,6 +24,7 @@ from nas_service.queries.candidates import (
     candidate_page,
     export_inputs,
 )
+from nas_service.queries.compare import compare_jobs
 from nas_service.queries.events import JOB_FINAL, events_after, last_event_id
 from nas_service.queries.fronts import (
     DEFAULT_MAX_POINTS,
@@ -29,6 +32,7 @@ from nas_service.queries.fronts import (
     hypervolume_history,
     pareto,
 )
+from nas_service.queries.importance import job_importance
 from nas_service.queries.jobs import (
     Progress,
     delete_job,
@@ -56,6 +60,7 @@ __all__ = [
     "candidate",
     "candidate_page",
     "candidate_runs",
+    "compare_jobs",
     "confirmation",
     "delete_job",
     "eta_s",
@@ -63,6 +68,7 @@ __all__ = [
     "export_inputs",
     "fidelity",
     "hypervolume_history",
+    "job_importance",
     "last_event_id",
     "pareto",
     "progress",

@@ -60,6 +60,10 @@ export async function post(path, body) {
   return (await request("POST", path, null, body)).json();
 }
 
+export async function put(path, body) {
+  return (await request("PUT", path, null, body)).json();
+}
+
 export async function download(path, params) {
   const response = await request("GET", path, params);
   const disposition = response.headers.get("Content-Disposition") || "";

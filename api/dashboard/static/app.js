@@ -1,6 +1,9 @@
-// Hash routes: #/ (jobs), #/jobs/<id>, #/candidates/<id>. Each view returns { destroy }.
+// Hash routes: #/ (jobs), #/jobs/<id>, #/jobs/<id>/clone, #/compare?jobs=<id>,<id>,
+// #/candidates/<id>. Each view returns { destroy }.
 import { setToken, token } from "./api.js";
 import { candidateView } from "./candidate.js";
+import { cloneView } from "./clone.js";
+import { compareView } from "./compare.js";
 import { hideBanner, showBanner } from "./format.js";
 import { jobView } from "./job.js";
 import { jobsView } from "./jobs.js";
@@ -16,6 +19,10 @@ function route() {
   const path = location.hash.replace(/^#\/?/, "");
   let match;
   if ((match = /^jobs\/(\d+)$/.exec(path))) current = jobView(root, Number(match[1]));
+  else if ((match = /^jobs\/(\d+)\/clone$/.exec(path)))
+    current = cloneView(root, Number(match[1]));
+  else if ((match = /^compare\?(.*)$/.exec(path)))
+    current = compareView(root, new URLSearchParams(match[1]).get("jobs") || "");
   else if ((match = /^candidates\/(\d+)$/.exec(path)))
     current = candidateView(root, Number(match[1]));
   else current = jobsView(root);

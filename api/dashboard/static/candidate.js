@@ -1,4 +1,4 @@
-// One candidate: its block drawn, metrics, its runs on the fidelity ladder and in the
+// One candidate: its note, its block drawn, metrics, its runs on the fidelity ladder and in the
 // confirmation, learning curve, MoE expert load, lineage, exports.
 import { download, get } from "./api.js";
 import { blockDiagram } from "./block.js";
@@ -19,6 +19,7 @@ import {
   saveBlob,
   showBanner,
 } from "./format.js";
+import { notePanel } from "./notes.js";
 
 const seconds = (v) => (v === null || v === undefined ? "–" : `${num(v, 1)} s`);
 const ms = (v) => (v === null || v === undefined ? "–" : `${num(v, 1)} ms`);
@@ -416,6 +417,8 @@ export function candidateView(root, candidateId) {
     const curve = el("div", { id: "curve-plot", class: "plot small" });
     const moe = el("div", { id: "moe-plot", class: "plot small" });
     const hasMoe = (c.moe || []).length > 0;
+    const note = notePanel("candidate-note", `candidates/${c.id}/note`);
+    note.render(c.note, c.note_html);
     add(
       root,
       el(
@@ -448,6 +451,7 @@ export function candidateView(root, candidateId) {
       ),
       el("p", { class: "block-words", id: "block-words" }, describe(c.spec)),
       reasonBox(c),
+      note.node,
       el("section", { class: "card" }, el("h2", {}, "Block"), blockDiagram(c.spec, c.moe)),
       runsCard(c),
       el(

@@ -12,6 +12,8 @@ export const STATUS = {
   paused: { glyph: "❚❚", color: "#e67700", symbol: "circle" },
   cancelled: { glyph: "⊘", color: "#868e96", symbol: "circle-open" },
 };
+// A job in one of these states runs no more trials.
+export const FINAL = new Set(["completed", "failed", "cancelled"]);
 export const BASELINE = { glyph: "★", color: "#212529", symbol: "star" };
 export const FRONT_COLOR = "#e03131";
 

@@ -1,15 +1,17 @@
-// One job: status and progress, the Pareto frontier (of the search, or of a higher rung of the
-// fidelity ladder), hypervolume, search progress, the confirmation, the fidelity panel and the
-// trials table, all refreshed from the server when the job's event stream says something
-// changed.
+// One job: status and progress, its note, the Pareto frontier (of the search, or of a higher
+// rung of the fidelity ladder), hypervolume, search progress, the confirmation, the fidelity
+// panel, what matters in a block, blocks added by hand and the trials table, all refreshed
+// from the server when the job's event stream says something changed.
 import { get, openEvents } from "./api.js";
 import { confirmationPanel } from "./confirm.js";
+import { enqueuePanel } from "./enqueue.js";
 import { fidelityPanel } from "./fidelity.js";
 import {
   add,
   axis,
   BASELINE,
   fill,
+  FINAL,
   FRONT_COLOR,
   STATUS,
   badge,
@@ -28,10 +30,11 @@ import {
   setLive,
   showBanner,
 } from "./format.js";
+import { whatMattersPanel } from "./importance.js";
 import { actions, progressBar } from "./jobs.js";
+import { notePanel } from "./notes.js";
 import { trialsTable } from "./table.js";
 
-const FINAL = new Set(["completed", "failed", "cancelled"]);
 // The frontier's x axis: step time as a ratio to the baseline block timed on the same worker
 // slot under the same load (raw milliseconds depend on the device and its load).
 export const RATIO_AXIS = "step time / baseline on the same slot (1.0 = baseline)";
@@ -207,9 +210,13 @@ export function jobView(root, jobId) {
   const hvPlot = el("div", { id: "hv-plot", class: "plot" });
   const progressPlot = el("div", { id: "progress-plot", class: "plot" });
   const table = trialsTable(jobId);
+  const note = notePanel("job-note", `jobs/${jobId}/note`);
+  const matters = whatMattersPanel(jobId);
+  const enqueue = enqueuePanel(jobId);
   add(
     root,
     head,
+    note.node,
     el(
       "div",
       { class: "plots" },
@@ -233,6 +240,8 @@ export function jobView(root, jobId) {
     ),
     confirmPanel.node,
     fidelity.node,
+    matters.node,
+    enqueue.node,
     table.node,
   );
 
@@ -263,6 +272,16 @@ export function jobView(root, jobId) {
         el("h1", {}, job.name, el("span", { class: "muted" }, ` #${job.id}`)),
         badge(job.status),
         el("span", { class: "spacer" }),
+        el(
+          "a",
+          {
+            class: "button",
+            href: `#/jobs/${job.id}/clone`,
+            "data-action": "clone",
+            title: "A new job from this one's configuration",
+          },
+          "Clone",
+        ),
         actions(job, refresh),
       ),
       job.error ? el("p", { class: "alert" }, job.error) : null,
@@ -627,6 +646,9 @@ export function jobView(root, jobId) {
       renderHypervolume(hv);
       confirmPanel.render(job, confirmation);
       fidelity.render(fidelityReport, has.rungs);
+      note.render(job.note, job.note_html);
+      matters.update(job, pareto.front);
+      enqueue.update(job);
       root.dataset.loaded = String(Number(root.dataset.loaded || 0) + 1); // refreshes so far
       if (FINAL.has(job.status) && source) stopListening();
     } catch (error) {
@@ -773,6 +795,7 @@ export function jobView(root, jobId) {
       card.hidden = true;
       for (const plot of [paretoPlot, hvPlot, progressPlot]) Plotly.purge(plot);
       fidelity.destroy();
+      matters.destroy();
     },
   };
 }

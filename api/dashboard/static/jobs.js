@@ -1,6 +1,7 @@
-// The jobs list: progress, best perplexity, front size and actions, polled while any job runs.
+// The jobs list: progress, best perplexity, front size and actions, polled while any job runs;
+// jobs ticked here open side by side in the compare view.
 import { get, post } from "./api.js";
-import { add, badge, count, duration, el, fill, num, showBanner } from "./format.js";
+import { add, badge, count, duration, el, fill, num, plural, showBanner } from "./format.js";
 
 const ACTIVE = new Set(["queued", "running", "paused"]);
 const POLL_MS = { active: 3000, idle: 15000 }; // idle: a job submitted elsewhere shows up
@@ -62,11 +63,48 @@ export function progressBar(progress) {
 export function jobsView(root) {
   let timer = null;
   let destroyed = false;
+  const selected = new Set(); // job ids ticked for comparison (kept across polls)
   const body = el("tbody");
   const summary = el("p", { class: "muted" });
+  const compare = el(
+    "button",
+    {
+      type: "button",
+      id: "compare-button",
+      disabled: true,
+      onclick: () => {
+        location.hash = `#/compare?jobs=${[...selected].join(",")}`;
+      },
+    },
+    "Compare",
+  );
+  const updateCompare = () => {
+    compare.disabled = selected.size < 2;
+    compare.textContent = selected.size ? `Compare ${plural(selected.size, "job")}` : "Compare";
+    compare.title = selected.size < 2 ? "Tick two jobs or more to compare their fronts" : "";
+  };
+  const tick = (job) =>
+    el("input", {
+      type: "checkbox",
+      class: "select-job",
+      "aria-label": `Select job ${job.name} to compare`,
+      checked: selected.has(job.id),
+      onchange: (event) => {
+        if (event.target.checked) selected.add(job.id);
+        else selected.delete(job.id);
+        updateCompare();
+      },
+    });
   add(
     root,
-    el("div", { class: "page-head" }, el("h1", {}, "Search jobs"), summary),
+    el(
+      "div",
+      { class: "page-head" },
+      el("h1", {}, "Search jobs"),
+      summary,
+      el("span", { class: "spacer" }),
+      compare,
+    ),
     el(
       "div",
       { class: "card table-card" },
@@ -102,6 +140,9 @@ export function jobsView(root) {
     }
     if (destroyed) return;
     summary.textContent = `${jobs.total} job${jobs.total === 1 ? "" : "s"}`;
+    const listed = new Set(jobs.items.map((job) => job.id));
+    for (const id of selected) if (!listed.has(id)) selected.delete(id);
+    updateCompare();
     fill(
       body,
       ...jobs.items.map((job) => {
@@ -119,6 +160,7 @@ export function jobsView(root) {
           el(
             "td",
             {},
+            tick(job),
             el("a", { href: `#/jobs/${job.id}`, class: "strong" }, job.name),
             el("span", { class: "muted" }, ` #${job.id}`),
           ),
