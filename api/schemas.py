@@ -616,6 +616,7 @@ class FieldErrors(BaseModel):
 
 NOT_FOUND = {404: {"model": Message, "description": "No such job or candidate."}}
 CONFLICT = {409: {"model": FieldErrors, "description": "Not possible in the job's state."}}
+BAD_JSON = {400: {"model": Message, "description": "The body is not valid JSON."}}
 FORBIDDEN = {
     403: {
         "model": Message,

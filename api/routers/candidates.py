@@ -13,6 +13,7 @@ from fastapi.responses import StreamingResponse
 from api.auth import ReadOwner
 from api.deps import MAX_ID, CandidateId, CandidateWriter, DbDep, JobId
 from api.schemas import (
+    BAD_JSON,
     FORBIDDEN,
     NOT_FOUND,
     CandidateDetail,
@@ -98,7 +99,11 @@ def get_candidate(candidate_id: CandidateId, db: DbDep, _: ReadOwner) -> Candida
     return _detail(db, candidate_id)
 
 
-@router.put("/candidates/{candidate_id}/note", response_model=CandidateDetail, responses=FORBIDDEN)
+@router.put(
+    "/candidates/{candidate_id}/note",
+    response_model=CandidateDetail,
+    responses={**FORBIDDEN, **BAD_JSON},
+)
 def set_candidate_note(
     candidate_id: CandidateId, body: NoteUpdate, db: DbDep, _: CandidateWriter
 ) -> CandidateDetail:

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Response, status
 from api.auth import ReadOwner, WriteOwner
 from api.deps import DbDep, JobId, JobWriter
 from api.schemas import (
+    BAD_JSON,
     CONFLICT,
     FORBIDDEN,
     NOT_FOUND,
@@ -21,7 +22,6 @@ from api.schemas import (
     JobCreate,
     JobPublic,
     JobsPublic,
-    Message,
     NoteUpdate,
     Progress,
 )
@@ -49,7 +49,7 @@ def public(db: Database, job: Job) -> JobPublic:
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=JobPublic,
-    responses={400: {"model": Message, "description": "The body is not valid JSON."}},
+    responses=BAD_JSON,
 )
 def submit_job(body: JobCreate, db: DbDep, owner: WriteOwner) -> JobPublic:
     return public(db, jobs.submit(db, body, owner=owner))
@@ -87,7 +87,7 @@ def delete_job(job_id: JobId, db: DbDep, _: JobWriter) -> Response:
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.put("/{job_id}/note", response_model=JobPublic, responses=FORBIDDEN)
+@router.put("/{job_id}/note", response_model=JobPublic, responses={**FORBIDDEN, **BAD_JSON})
 def set_note(job_id: JobId, body: NoteUpdate, db: DbDep, _: JobWriter) -> JobPublic:
     """Set the job's Markdown note (an empty one clears it)."""
     return public(db, jobs.set_job_note(db, job_id, body.note))
@@ -109,7 +109,7 @@ def _enqueued(row: Enqueued, job_status: str) -> EnqueuedPublic:
     "/{job_id}/candidates",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=EnqueuedPublic,
-    responses=FORBIDDEN,
+    responses={**FORBIDDEN, **BAD_JSON},
 )
 def add_candidate(job_id: JobId, body: EnqueuedCreate, db: DbDep, _: JobWriter) -> EnqueuedPublic:
     """Add a block by hand: checked against the job's search space (422 naming the field),

@@ -9,6 +9,7 @@ from api.auth import ReadOwner
 from api.deps import DbDep, JobId, JobWriter
 from api.routers.jobs import public
 from api.schemas import (
+    BAD_JSON,
     CONFLICT,
     FORBIDDEN,
     NOT_FOUND,
@@ -16,7 +17,6 @@ from api.schemas import (
     ConfirmCreate,
     FidelityPublic,
     JobPublic,
-    Message,
     RungsPublic,
 )
 from nas_service import jobs, queries
@@ -50,7 +50,7 @@ def confirmation(job_id: JobId, db: DbDep, _: ReadOwner) -> ConfirmationPublic:
     "/{job_id}/confirm",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobPublic,
-    responses={**FORBIDDEN, 400: {"model": Message, "description": "The body is not valid JSON."}},
+    responses={**FORBIDDEN, **BAD_JSON},
 )
 def confirm(job_id: JobId, body: ConfirmCreate, db: DbDep, _: JobWriter) -> JobPublic:
     """Confirm a completed job: retrain its best and the baselines with fresh seeds at a

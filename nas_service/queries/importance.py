@@ -7,13 +7,13 @@ from collections import OrderedDict
 from dataclasses import asdict
 from typing import Any
 
-from sqlalchemy import BigInteger, cast, func, select
+from sqlalchemy import func, select
 
 from nas_service import importance as forest
 from nas_service.db import Database
 from nas_service.jobs import JobNotFound
 from nas_service.models import Candidate, Job
-from nas_service.queries.fronts import _HASH, _HASH_MOD
+from nas_service.queries.fronts import spread
 from nas_service.queries.jobs import reference_device_kind
 from search_space.features import spec_features
 
@@ -25,9 +25,10 @@ _KEPT = 32
 
 
 def _eligible(job_id: int, kind: str | None) -> list[Any]:
-    """Completed candidates with both objectives, of the baseline's device kind when it is
-    known (as the job's best: perplexity under a wall-clock budget depends on the device).
-    Reused results count; failed, pruned and diverged trials do not."""
+    """The conditions on the candidates that count: completed with both objectives, of the
+    baseline's device kind when it is known (as the job's best: perplexity under a
+    wall-clock budget depends on the device). Reused results count; failed, pruned and
+    diverged trials do not."""
     where = [
         Candidate.job_id == job_id,
         Candidate.status == "completed",
@@ -56,13 +57,11 @@ def job_importance(db: Database, job_id: int) -> dict[str, Any]:
         if cached is not None and cached[0] == key:
             _results.move_to_end((db.url, job_id))
             return cached[1]
-        # The same fixed pseudo-random order of ids as the Pareto scatter's: a sample that
-        # favours neither early nor late trials and changes little as the job grows.
-        spread = (cast(Candidate.id, BigInteger) * _HASH) % _HASH_MOD
+        # The same fixed pseudo-random order of ids as the Pareto scatter's.
         rows = session.execute(
             select(Candidate.spec, Candidate.perplexity, Candidate.step_time_ratio)
             .where(*where)
-            .order_by(spread)
+            .order_by(spread(Candidate.id))
             .limit(forest.MAX_ROWS)
         ).all()
     result = _rank(job_id, completed, rows)
