@@ -11,6 +11,7 @@ import {
   budgetWords,
   count,
   describe,
+  crumbs,
   el,
   meanSe,
   num,
@@ -421,14 +422,7 @@ export function candidateView(root, candidateId) {
     note.render(c.note, c.note_html);
     add(
       root,
-      el(
-        "nav",
-        { class: "crumbs", "aria-label": "Breadcrumb" },
-        el("a", { href: "#/" }, "Jobs"),
-        " › ",
-        el("a", { href: `#/jobs/${job.id}` }, job.name),
-        ` › trial #${c.birth}`,
-      ),
+      crumbs([job.name, `#/jobs/${job.id}`], `trial #${c.birth}`),
       el(
         "div",
         { class: "title-row" },

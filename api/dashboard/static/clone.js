@@ -2,7 +2,7 @@
 // and POSTed to /jobs; the server's errors name the field. A warm start from the source job
 // (its best blocks join the new job's initial population) is one tick away.
 import { get, post } from "./api.js";
-import { add, el, showBanner } from "./format.js";
+import { add, crumbs, el, showBanner } from "./format.js";
 
 const WARM_TOP = 5;
 
@@ -105,14 +105,7 @@ export function cloneView(root, jobId) {
     });
     add(
       root,
-      el(
-        "nav",
-        { class: "crumbs", "aria-label": "Breadcrumb" },
-        el("a", { href: "#/" }, "Jobs"),
-        " › ",
-        el("a", { href: `#/jobs/${job.id}` }, job.name),
-        " › clone",
-      ),
+      crumbs([job.name, `#/jobs/${job.id}`], "clone"),
       el("div", { class: "title-row" }, el("h1", {}, `New job from “${job.name}” #${job.id}`)),
       form,
     );

@@ -10,6 +10,7 @@ import {
   baseLayout,
   budgetWords,
   count,
+  crumbs,
   el,
   fill,
   FINAL,
@@ -139,12 +140,7 @@ export function compareView(root, ids) {
   const table = el("div", { class: "scroll" });
   add(
     root,
-    el(
-      "nav",
-      { class: "crumbs", "aria-label": "Breadcrumb" },
-      el("a", { href: "#/" }, "Jobs"),
-      " › compare",
-    ),
+    crumbs("compare"),
     el("div", { class: "title-row" }, el("h1", {}, "Compare jobs")),
     el(
       "figure",

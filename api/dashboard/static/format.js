@@ -33,6 +33,15 @@ export function el(tag, attrs = {}, ...children) {
   return node;
 }
 
+// The breadcrumb trail from the jobs list: each step a [text, href] link, the last plain text.
+export function crumbs(...steps) {
+  const parts = [el("a", { href: "#/" }, "Jobs")];
+  for (const step of steps) {
+    parts.push(" › ", Array.isArray(step) ? el("a", { href: step[1] }, step[0]) : step);
+  }
+  return el("nav", { class: "crumbs", "aria-label": "Breadcrumb" }, ...parts);
+}
+
 const present = (children) =>
   children.flat(Infinity).filter((c) => c !== null && c !== undefined && c !== false);
 

@@ -20,6 +20,7 @@ import {
   count,
   describe,
   duration,
+  crumbs,
   el,
   meanSe,
   num,
@@ -259,13 +260,7 @@ export function jobView(root, jobId) {
       el("div", { class: "stat" }, el("span", { class: "label" }, label), el("span", {}, value));
     fill(
       head,
-      el(
-        "nav",
-        { class: "crumbs", "aria-label": "Breadcrumb" },
-        el("a", { href: "#/" }, "Jobs"),
-        " › ",
-        job.name,
-      ),
+      crumbs(job.name),
       el(
         "div",
         { class: "title-row" },
