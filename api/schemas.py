@@ -304,8 +304,6 @@ class EnqueuedCreate(BaseModel):
 
 
 class EnqueuedPublic(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-
     id: int
     job_id: int
     spec_hash: str

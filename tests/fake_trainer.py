@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import sys
 import threading
+from collections.abc import Callable
 
 from nas_service.job_config import JobConfig
 from nas_service.runner import Runner
@@ -17,15 +18,26 @@ def true_loss(spec_hash: str) -> float:
     return 3.0 + int(spec_hash[:8], 16) / 2**32
 
 
-def fake_factory():
+def exact(request: dict) -> tuple[float, float]:
+    """(loss, step-time ratio) of a block: its true loss, and a ratio that grows with it."""
+    from search_space import ArchSpec, spec_hash
+
+    loss = true_loss(spec_hash(ArchSpec.model_validate(request["spec"])))
+    return loss, loss / 3.0
+
+
+def fake_factory(measure: Callable[[dict], tuple[float, float]] = exact):
+    """Actors whose trial of a request reports `measure(request)`: (loss, step-time ratio)."""
     from ray import cloudpickle
 
+    # Ray's workers cannot import the tests: ship these functions, and measure's, by value.
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    cloudpickle.register_pickle_by_value(sys.modules[measure.__module__])
 
     def factory(slot: int, **_: object):
         import ray
 
-        class FakeTrainer:
+        class FakeTrainer:  # defined here so that Ray ships it by value to the worker
             def info(self) -> dict:
                 return {"slot": slot, "busy": False}
 
@@ -33,9 +45,7 @@ def fake_factory():
                 pass
 
             def run(self, request: dict) -> dict:
-                from search_space import ArchSpec, spec_hash
-
-                loss = true_loss(spec_hash(ArchSpec.model_validate(request["spec"])))
+                loss, ratio = measure(request)
                 return {
                     "candidate_id": request["candidate_id"],
                     "attempt": request["attempt"],
@@ -48,10 +58,10 @@ def fake_factory():
                         "perplexity": math.exp(loss),
                         "steps": 10,
                         "train_s": 1.0,
-                        "step_time_ms": 10.0 * loss,
-                        "reference_step_time_ms": 30.0,
-                        "step_time_ratio": loss / 3.0,
-                        "smoothed_loss_at": {"0.25": loss + 1, "1": loss},
+                        "step_time_ms": 10.0 * ratio,
+                        "reference_step_time_ms": 10.0,
+                        "step_time_ratio": ratio,
+                        "smoothed_loss_at": {"0.25": loss + 1, "0.5": loss + 0.5, "1": loss},
                         "device": {"platform": "cpu", "host_cpu": "fake"},
                     },
                 }

@@ -7,6 +7,7 @@ import hashlib
 import threading
 
 import pytest
+from fake_trainer import fake_factory
 
 from nas_service import jobs, queries
 from nas_service.job_config import JobConfig
@@ -29,55 +30,18 @@ def true_loss(spec: dict, reference: dict, spread: float) -> float:
     return BASELINE_LOSS - spread * _uniform("truth", spec_hash(ArchSpec.model_validate(spec)))
 
 
-def fake_factory(spread: float, noise: float):
-    import sys
+def measure(spread: float, noise: float):
+    """(loss, step-time ratio 1) of a run: the block's truth, a shift shared by every block
+    of the seed, and the run's own noise."""
 
-    from ray import cloudpickle
+    def run(request: dict) -> tuple[float, float]:
+        truth = true_loss(request["spec"], request["reference"], spread)
+        seed = request["seed"]
+        shared = noise * (2 * _uniform("seed", seed) - 1)  # every block alike
+        own = noise * (2 * _uniform("run", request["candidate_id"], seed) - 1)
+        return truth + shared + own, 1.0
 
-    # Ray's workers cannot import this test module: ship its functions by value.
-    cloudpickle.register_pickle_by_value(sys.modules[__name__])
-
-    def factory(slot: int, **_: object):
-        import ray
-
-        class FakeTrainer:  # defined here so that Ray ships it by value to the worker
-            def info(self) -> dict:
-                return {"slot": slot, "busy": False}
-
-            def cancel(self, *_: object) -> None:
-                pass
-
-            def run(self, request: dict) -> dict:
-                import math
-
-                truth = true_loss(request["spec"], request["reference"], spread)
-                seed = request["seed"]
-                shared = noise * (2 * _uniform("seed", seed) - 1)  # every block alike
-                own = noise * (2 * _uniform("run", request["candidate_id"], seed) - 1)
-                loss = truth + shared + own
-                return {
-                    "candidate_id": request["candidate_id"],
-                    "attempt": request["attempt"],
-                    "run_id": request.get("run_id"),
-                    "node_id": "fake",
-                    "slot": slot,
-                    "result": {
-                        "status": "ok",
-                        "val_loss": loss,
-                        "perplexity": math.exp(loss),
-                        "steps": 10,
-                        "train_s": 1.0,
-                        "step_time_ms": 10.0,
-                        "reference_step_time_ms": 10.0,
-                        "step_time_ratio": 1.0,
-                        "smoothed_loss_at": {"0.25": loss + 1, "0.5": loss + 0.5, "1": loss},
-                        "device": {"platform": "cpu", "host_cpu": "fake"},
-                    },
-                }
-
-        return ray.remote(FakeTrainer).options(num_cpus=0, max_concurrency=2).remote()
-
-    return factory
+    return run
 
 
 def run_job(db, spread: float, noise: float) -> tuple[int, dict[int, float]]:
@@ -102,7 +66,7 @@ def run_job(db, spread: float, noise: float) -> tuple[int, dict[int, float]]:
     runner = Runner(
         Settings(runner_id="fake", heartbeat_s=0.5, poll_s=0.02),
         db,
-        worker_factory=fake_factory(spread, noise),
+        worker_factory=fake_factory(measure(spread, noise)),
     )
     thread = threading.Thread(target=runner.run, args=(threading.Event(), True), daemon=True)
     thread.start()

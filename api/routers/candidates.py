@@ -26,6 +26,7 @@ from api.schemas import (
     ScoredPoints,
 )
 from nas_service import jobs, queries
+from nas_service.db import Database
 from search_space.features import FEATURES
 
 router = APIRouter(tags=["candidates"], responses=NOT_FOUND)
@@ -112,7 +113,7 @@ def set_candidate_note(
     return _detail(db, candidate_id)
 
 
-def _detail(db: DbDep, candidate_id: int) -> CandidateDetail:
+def _detail(db: Database, candidate_id: int) -> CandidateDetail:
     row, curve, chain = queries.candidate(db, candidate_id)
     runs, rungs = queries.candidate_runs(db, candidate_id)
     base = CandidatePublic.model_validate(row).model_dump()
